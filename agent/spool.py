@@ -1,0 +1,320 @@
+"""The agent's durable outbox: a SQLite (WAL) file that holds events until the collector has acknowledged them.
+
+Delivery is at-least-once: the shipper reads the oldest events, sends them, and deletes them only after the
+collector answered that they are durable; the collector stores each event id once, so the result is exactly once.
+
+The spool is bounded (events and bytes). What happens at the bound is the configured overflow policy, and every
+event it costs is counted in `dropped` and reported in heartbeats:
+- `drop_oldest` (default): make room by deleting the oldest events;
+- `drop_newest`: refuse the new events;
+- `block`: refuse the new events with SpoolFull, so that the source can wait (a log tailer keeps its place).
+
+Sources that read from something with a position (a log file) save that position with `put(events, cursor=…)`
+in the same transaction as the events, so that a crash can neither lose nor repeat what they read.
+
+Several processes may use one spool file (WAL, busy timeout); a writer takes the lock for its whole transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agent.errors import SpoolError, SpoolFull
+
+OverflowPolicy = Literal["drop_oldest", "drop_newest", "block"]
+OVERFLOW_POLICIES: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    queued_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    dead_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
+INSERT OR IGNORE INTO counters (name, value) VALUES
+    ('depth', 0), ('bytes', 0), ('queued', 0), ('acked', 0), ('dropped', 0), ('dead', 0), ('heartbeats', 0);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledEvent:
+    seq: int
+    event_id: str
+    body: bytes
+    queued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    depth: int  # events waiting for the collector
+    bytes: int  # their encoded size
+    queued: int  # events ever put
+    acked: int  # events the collector acknowledged
+    dropped: int  # events the overflow policy discarded
+    dead: int  # events the collector refused as malformed (kept in the dead table)
+    oldest_queued_at: float | None
+
+
+class Spool:
+    """A bounded, crash-safe outbox of encoded events. Thread-safe; several processes may share the file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_events: int = 5_000_000,
+        max_bytes: int = 1 << 30,
+        overflow: OverflowPolicy = "drop_oldest",
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if overflow not in OVERFLOW_POLICIES:
+            raise SpoolError(f"spool -> overflow: must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}")
+        if max_events <= 0 or max_bytes <= 0:
+            raise SpoolError("spool -> max_events and max_bytes: must be positive")
+        self.path = Path(path)
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.overflow = overflow
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.new_data = threading.Event()  # set on every put, for an in-process shipper to wake on
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=60000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS / OR IGNORE
+        except sqlite3.DatabaseError as e:
+            raise SpoolError(
+                f"spool {self.path}: cannot open ({e}); move the file aside to start a new spool, "
+                "and keep it for investigation"
+            ) from e
+
+    # -- writing --------------------------------------------------------------------------------------------
+
+    def put(self, items: Iterable[tuple[str, bytes]], *, cursor: tuple[str, str] | None = None) -> int:
+        """Queue encoded events `(event_id, body)`, and optionally save a source cursor, in one transaction.
+
+        Returns how many were queued; fewer than given only under `drop_newest`. Raises SpoolFull under `block`
+        when they do not fit (nothing is written then, not even the cursor).
+        """
+        rows = list(items)
+        now = self._clock()
+        size = sum(len(b) for _, b in rows)
+        with self._lock, self._transaction():
+            depth, nbytes = self._depth()
+            over_events = depth + len(rows) - self.max_events
+            over_bytes = nbytes + size - self.max_bytes
+            if over_events > 0 or over_bytes > 0:
+                rows = self._overflow(rows, over_events, over_bytes)
+            if rows:
+                self._db.executemany(
+                    "INSERT INTO outbox (event_id, body, queued_at) VALUES (?, ?, ?)",
+                    [(eid, body, now) for eid, body in rows],
+                )
+                added = sum(len(b) for _, b in rows)
+                self._bump(depth=len(rows), bytes=added, queued=len(rows))
+            if cursor is not None:
+                self._db.execute(
+                    "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    (cursor[0], cursor[1], now),
+                )
+        if rows:
+            self.new_data.set()
+        return len(rows)
+
+    def _overflow(self, rows: list[tuple[str, bytes]], over_events: int, over_bytes: int) -> list[tuple[str, bytes]]:
+        if self.overflow == "block":
+            raise SpoolFull(
+                f"spool {self.path} is full ({self.max_events} events / {self.max_bytes} bytes); "
+                "the collector has not taken events for a while: check the agent's connection to it"
+            )
+        if self.overflow == "drop_newest":
+            kept: list[tuple[str, bytes]] = []
+            depth, nbytes = self._depth()
+            for eid, body in rows:
+                if depth + 1 > self.max_events or nbytes + len(body) > self.max_bytes:
+                    continue
+                kept.append((eid, body))
+                depth += 1
+                nbytes += len(body)
+            self._bump(dropped=len(rows) - len(kept))
+            return kept
+        # drop_oldest: new events that alone exceed the bound lose their own oldest first.
+        if len(rows) > self.max_events:
+            self._bump(dropped=len(rows) - self.max_events)
+            rows = rows[-self.max_events :]
+            over_events = self._depth()[0] + len(rows) - self.max_events
+        n_drop, freed = 0, 0
+        cur = self._db.execute("SELECT length(body) FROM outbox ORDER BY seq")
+        for (length,) in cur:
+            if n_drop >= over_events and freed >= over_bytes:
+                break
+            n_drop += 1
+            freed += length
+        cur.close()
+        if n_drop:
+            self._db.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (n_drop,)
+            )
+            self._bump(depth=-n_drop, bytes=-freed, dropped=n_drop)
+        if freed < over_bytes:  # the spool is empty and the batch alone is too large
+            keep: list[tuple[str, bytes]] = []
+            room = self.max_bytes
+            for eid, body in reversed(rows):
+                if len(body) <= room:
+                    keep.append((eid, body))
+                    room -= len(body)
+            self._bump(dropped=len(rows) - len(keep))
+            rows = keep[::-1]
+        return rows
+
+    # -- reading and acknowledging --------------------------------------------------------------------------
+
+    def peek(self, limit: int, max_bytes: int | None = None) -> list[SpooledEvent]:
+        """The oldest events, at most `limit` of them and (beyond the first) at most `max_bytes` in total."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT seq, event_id, body, queued_at FROM outbox ORDER BY seq LIMIT ?", (limit,)
+            )
+            out: list[SpooledEvent] = []
+            total = 0
+            for seq, eid, body, queued_at in cur:
+                if max_bytes is not None and out and total + len(body) > max_bytes:
+                    break
+                out.append(SpooledEvent(seq, eid, bytes(body), queued_at))
+                total += len(body)
+            cur.close()
+            return out
+
+    def ack(self, seqs: Sequence[int]) -> int:
+        """Delete events the collector acknowledged; returns how many were still there."""
+        if not seqs:
+            return 0
+        with self._lock, self._transaction():
+            n, freed = self._delete(seqs)
+            self._bump(depth=-n, bytes=-freed, acked=n)
+        return n
+
+    def dead_letter(self, refused: Sequence[tuple[int, str]]) -> int:
+        """Move events the collector refused as malformed aside, with its reason; they are never resent."""
+        if not refused:
+            return 0
+        now = self._clock()
+        with self._lock, self._transaction():
+            reasons = dict(refused)
+            marks = ",".join("?" * len(reasons))
+            self._db.execute(
+                f"INSERT OR IGNORE INTO dead (seq, event_id, body, reason, dead_at) "
+                f"SELECT seq, event_id, body, '', ? FROM outbox WHERE seq IN ({marks})",
+                (now, *reasons),
+            )
+            self._db.executemany("UPDATE dead SET reason = ? WHERE seq = ?", [(r, s) for s, r in reasons.items()])
+            n, freed = self._delete(list(reasons))
+            self._bump(depth=-n, bytes=-freed, dead=n)
+        return n
+
+    def dead_letters(self, limit: int = 100) -> list[tuple[str, str]]:
+        """The most recent refused events as `(event_id, reason)`."""
+        with self._lock:
+            return list(self._db.execute("SELECT event_id, reason FROM dead ORDER BY seq DESC LIMIT ?", (limit,)))
+
+    # -- cursors and counters -------------------------------------------------------------------------------
+
+    def cursor(self, name: str) -> str | None:
+        """The position a source saved with its last `put`."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def next_heartbeat_number(self) -> int:
+        """A counter that only goes up for the life of the spool file (heartbeats carry it)."""
+        with self._lock, self._transaction():
+            self._bump(heartbeats=1)
+            return int(self._db.execute("SELECT value FROM counters WHERE name = 'heartbeats'").fetchone()[0])
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            c = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+            oldest = self._db.execute("SELECT queued_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        return SpoolStats(
+            depth=c["depth"],
+            bytes=c["bytes"],
+            queued=c["queued"],
+            acked=c["acked"],
+            dropped=c["dropped"],
+            dead=c["dead"],
+            oldest_queued_at=None if oldest is None else float(oldest[0]),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def _depth(self) -> tuple[int, int]:
+        rows = dict(self._db.execute("SELECT name, value FROM counters WHERE name IN ('depth', 'bytes')").fetchall())
+        return int(rows["depth"]), int(rows["bytes"])
+
+    def _delete(self, seqs: Sequence[int]) -> tuple[int, int]:
+        n = freed = 0
+        for start in range(0, len(seqs), 500):
+            chunk = list(seqs[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            row = self._db.execute(
+                f"SELECT count(*), coalesce(sum(length(body)), 0) FROM outbox WHERE seq IN ({marks})", chunk
+            ).fetchone()
+            self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", chunk)
+            n += int(row[0])
+            freed += int(row[1])
+        return n, freed
+
+    def _bump(self, **deltas: int) -> None:
+        self._db.executemany(
+            "UPDATE counters SET value = value + ? WHERE name = ?",
+            [(v, k) for k, v in deltas.items() if v],
+        )
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

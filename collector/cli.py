@@ -1,0 +1,169 @@
+"""`custos`: the collector's command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from agent import __version__
+from agent.errors import CustosError
+from collector.config import CollectorConfig, load_config
+
+CONFIG_HELP = "collector.toml to read (default: $CUSTOS_CONFIG, else built-in defaults and the environment)."
+
+
+class Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: CollectorConfig | None = None
+
+    @property
+    def config(self) -> CollectorConfig:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def engine(self):  # type: ignore[no-untyped-def]
+        from collector.db import make_engine
+
+        return make_engine(self.config.database.url)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="custos")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """custos collector: stores what the agents saw, runs the rules, tells people."""
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = Context(config_path)
+
+
+# -- database ---------------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The collector's database."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Schema revision to go to.")
+@pass_ctx
+def db_upgrade(ctx: Context, revision: str) -> None:
+    """Create or migrate the database schema (SQLite file or PostgreSQL) to the newest revision."""
+    from collector.migrate import current, upgrade
+
+    engine = ctx.engine()
+    upgrade(engine, revision)
+    click.echo(f"database at schema {current(engine)}")
+
+
+# -- serving ----------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the port actually bound here (useful with CUSTOS_LISTEN=127.0.0.1:0).")
+@click.option("--access-log/--no-access-log", default=False, help="Log every HTTP request.")
+@pass_ctx
+def serve(ctx: Context, port_file: Path | None, access_log: bool) -> None:
+    """Run the collector (HTTP API) where CUSTOS_LISTEN or [server] listen says."""
+    from collector.serve import serve as run_server
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    run_server(ctx.config, port_file=port_file, access_log=access_log)
+
+
+# -- credentials ------------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def agents() -> None:
+    """Agent credentials."""
+
+
+@agents.command("enroll")
+@click.argument("name")
+@pass_ctx
+def agents_enroll(ctx: Context, name: str) -> None:
+    """Create a credential for agent NAME; it is printed once, on the last line, and never stored."""
+    from collector import credentials
+
+    token = credentials.create(ctx.engine(), name, "agent")
+    click.echo(f"agent {name} enrolled; put this credential in its agent.toml (collector -> token)"
+               " or CUSTOS_AGENT_TOKEN. It is not shown again:")
+    click.echo(token)
+
+
+@agents.command("revoke")
+@click.argument("name")
+@pass_ctx
+def agents_revoke(ctx: Context, name: str) -> None:
+    """Revoke agent NAME's credential; its next request is refused."""
+    from collector import credentials
+
+    credentials.revoke(ctx.engine(), name, "agent")
+    click.echo(f"agent {name} revoked")
+
+
+@agents.command("list")
+@pass_ctx
+def agents_list(ctx: Context) -> None:
+    """Enrolled agents and whether they are revoked."""
+    from collector import credentials
+
+    for row in credentials.listing(ctx.engine(), "agent"):
+        state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
+        click.echo(f"{row['name']:<32} {state}")
+
+
+@cli.group()
+def tokens() -> None:
+    """API tokens for people and scripts (read access by role)."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "analyst", "manager"]), required=True)
+@pass_ctx
+def tokens_create(ctx: Context, name: str, role: str) -> None:
+    """Create an API token NAME with ROLE; printed once, on the last line."""
+    from collector import credentials
+
+    token = credentials.create(ctx.engine(), name, "api", role)
+    click.echo(f"API token {name} ({role}) created; it is not shown again:")
+    click.echo(token)
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@pass_ctx
+def tokens_revoke(ctx: Context, name: str) -> None:
+    """Revoke API token NAME."""
+    from collector import credentials
+
+    credentials.revoke(ctx.engine(), name, "api")
+    click.echo(f"API token {name} revoked")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except CustosError as e:
+        click.echo(f"custos: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

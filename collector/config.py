@@ -1,0 +1,85 @@
+"""The collector's configuration: `collector.toml`, validated once at start, with environment overrides.
+
+    CUSTOS_DATABASE_URL   database -> url      (default sqlite:///custos.db, in the working directory)
+    CUSTOS_LISTEN         server -> listen     (default 127.0.0.1:8600)
+    CUSTOS_CONFIG         the file itself, when --config is not given
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from agent.config import load_toml
+from agent.units import parse_size
+
+Size = int | str
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerSection(_Section):
+    listen: str = "127.0.0.1:8600"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_body_bytes: Size = "16MiB"  # a request body as sent (compressed)
+    max_batch_bytes: Size = "64MiB"  # the same body once decompressed
+    max_batch_events: int = 10_000
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f'listen: must be host:port such as "127.0.0.1:8600", not {self.listen!r}')
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert: tls_cert and tls_key go together; give both or neither")
+        for key in ("max_body_bytes", "max_batch_bytes"):
+            try:
+                parse_size(getattr(self, key))
+            except ValueError as e:
+                raise ValueError(f"{key}: {e}") from None
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class DatabaseSection(_Section):
+    url: str = "sqlite:///custos.db"
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("sqlite", "postgresql")):
+            raise ValueError(f"url: must be a sqlite:/// or postgresql:// URL, not {self.url.split(':')[0]!r}")
+
+
+class RulesSection(_Section):
+    dir: str | None = None  # the site's own rule files, beside the built-in set
+
+
+class CollectorConfig(_Section):
+    server: ServerSection = msgspec.field(default_factory=ServerSection)
+    database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
+    rules: RulesSection = msgspec.field(default_factory=RulesSection)
+
+
+ENV_OVERRIDES = {
+    "CUSTOS_DATABASE_URL": ("database", "url"),
+    "CUSTOS_LISTEN": ("server", "listen"),
+}
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> CollectorConfig:
+    """Read collector.toml (or CUSTOS_CONFIG, or defaults), apply environment overrides, validate."""
+    env = os.environ if env is None else env
+    if path is None and env.get("CUSTOS_CONFIG"):
+        path = env["CUSTOS_CONFIG"]
+    config: CollectorConfig = load_toml(CollectorConfig, path, ENV_OVERRIDES, env, "collector.toml")
+    return config
