@@ -1,0 +1,241 @@
+"""`analyse(sql)`: the one entry point the proxy and the audit-log tailers share.
+
+Two caches make repeated statements cheap. The exact text of recent statements maps straight to their finished
+Analysis (prepared statements and ORM queries repeat verbatim). Otherwise the fast lexer redacts the text, and
+its redacted form, with value lists folded, keys the cache of literal-free structure; only a new statement shape
+reaches sqlglot.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.sqlaudit.catalog import EMPTY_CATALOGUE, EMPTY_SENSITIVE, Catalogue, Knowledge, SensitiveMap
+from agent.sqlaudit.commenter import END_USER_TAG
+from agent.sqlaudit.lexer import cache_key, scan
+from agent.sqlaudit.structure import Structure, build_structure, fingerprint_of
+
+_DIALECTS = {"postgres": "postgres", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+# Bounds of the event schema (agent/events.py DbQueryPayload) that payload_fields() respects.
+MAX_STATEMENT_CHARS = 65536
+MAX_TABLES = 512
+MAX_COLUMNS = 2048
+TRUNCATED_MARK = " …"
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """What one SQL text does, without any of its values.
+
+    For a text of several statements `multi` is True, `parts` holds each statement's own Analysis, the type is
+    MULTI and the table, column and class fields are their union.
+    """
+
+    statement_type: str
+    fingerprint: str
+    redacted: str
+    tables_read: tuple[str, ...] = ()
+    tables_written: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    sensitive_classes: tuple[str, ...] = ()
+    sensitive_columns: tuple[str, ...] = ()
+    end_user: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    cursor_name: str | None = None
+    statement_name: str | None = None
+    export: bool = False
+    multi: bool = False
+    parts: tuple[Analysis, ...] = ()
+    parse_ok: bool = True
+    truncated: bool = False
+
+    def tag(self, name: str) -> str | None:
+        for key, value in self.tags:
+            if key == name:
+                return value
+        return None
+
+    def payload_fields(self) -> dict[str, Any]:
+        """The DbQueryPayload fields this analysis fills, cut to the event schema's bounds."""
+        statement = self.redacted
+        if len(statement) > MAX_STATEMENT_CHARS:
+            statement = statement[: MAX_STATEMENT_CHARS - len(TRUNCATED_MARK)] + TRUNCATED_MARK
+        return {
+            "statement_type": self.statement_type,
+            "fingerprint": self.fingerprint,
+            "statement": statement,
+            "tables_read": list(self.tables_read[:MAX_TABLES]),
+            "tables_written": list(self.tables_written[:MAX_TABLES]),
+            "columns": list(self.columns[:MAX_COLUMNS]),
+            "sensitive_classes": list(self.sensitive_classes[:64]),
+            "cursor": self.cursor_name,
+        }
+
+
+class _Lru:
+    """A small thread-safe LRU map; the proxy's event loop and tailer threads may share one analyser."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[Hashable, Any] = OrderedDict()
+        self.lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Any:
+        with self.lock:
+            value = self.data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self.data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self.lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+
+class Analyser:
+    """One configuration's analyser with its caches; build one per (dialect, maps) and keep it.
+
+    `database` qualifies unqualified MySQL tables; `default_schema` those of PostgreSQL (default `public`).
+    `max_statement_chars` bounds the work on a huge text: only its beginning is analysed (`truncated`).
+    """
+
+    def __init__(
+        self,
+        dialect: str = "postgres",
+        *,
+        sensitive: SensitiveMap | None = None,
+        catalogue: Catalogue | None = None,
+        database: str | None = None,
+        default_schema: str | None = None,
+        text_cache_size: int = 4096,
+        text_cache_max_chars: int = 4096,
+        structure_cache_size: int = 8192,
+        max_statement_chars: int = 1_000_000,
+    ) -> None:
+        if dialect not in _DIALECTS:
+            raise ConfigError(f"SQL dialect {dialect!r} is not known; use one of {sorted(_DIALECTS)}")
+        self.dialect = _DIALECTS[dialect]
+        mysql = self.dialect == "mysql"
+        schema = default_schema if default_schema is not None else (database if mysql else "public")
+        self.knowledge = Knowledge(
+            mysql=mysql,
+            default_schema=schema.lower() if schema and not mysql else schema,
+            sensitive=sensitive or EMPTY_SENSITIVE,
+            catalogue=catalogue or EMPTY_CATALOGUE,
+        )
+        self.texts = _Lru(text_cache_size)
+        self.structures = _Lru(structure_cache_size)
+        self.text_cache_max_chars = text_cache_max_chars
+        self.max_statement_chars = max_statement_chars
+
+    def analyse(self, sql: str) -> Analysis:
+        """Analyse `sql`; never raises on any text and never returns a literal of it."""
+        cacheable = len(sql) <= self.text_cache_max_chars
+        if cacheable:
+            done = self.texts.get(sql)
+            if done is not None:
+                return done
+        result = self._analyse(sql)
+        if cacheable:
+            self.texts.put(sql, result)
+        return result
+
+    def structure(self, text: str, redacted: str) -> Structure:
+        key = cache_key(redacted)
+        found = self.structures.get(key)
+        if found is None:
+            found = build_structure(text, key, self.knowledge, self.dialect)
+            self.structures.put(key, found)
+        return found
+
+    def _analyse(self, sql: str) -> Analysis:
+        truncated = len(sql) > self.max_statement_chars
+        if truncated:
+            sql = sql[: self.max_statement_chars]
+        if not isinstance(sql, str):
+            raise ConfigError("analyse() takes the statement as str; decode the bytes first")
+        scanned = scan(sql, self.knowledge.mysql)
+        tags = scanned.tags
+        end_user = dict(tags).get(END_USER_TAG) or None
+        if not scanned.parts:
+            return Analysis("EMPTY", fingerprint_of(""), "", tags=tags, end_user=end_user, truncated=truncated)
+        parts = [
+            _combine(self.structure(sql[p.start : p.end], p.redacted), p.redacted, tags, end_user, truncated)
+            for p in scanned.parts
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return _union(parts, tags, end_user, truncated)
+
+
+def _combine(
+    s: Structure, redacted: str, tags: tuple[tuple[str, str], ...], end_user: str | None, truncated: bool
+) -> Analysis:
+    return Analysis(
+        s.statement_type, s.fingerprint, redacted, s.tables_read, s.tables_written, s.columns,
+        s.sensitive_classes, s.sensitive_columns, end_user, tags, s.cursor_name, s.statement_name, s.export,
+        False, (), s.parse_ok, truncated,
+    )  # fmt: skip
+
+
+def _union(parts: list[Analysis], tags: tuple[tuple[str, str], ...], end_user: str | None, truncated: bool) -> Analysis:
+    def merged(field: str) -> tuple[str, ...]:
+        return tuple(sorted({v for p in parts for v in getattr(p, field)}))
+
+    return Analysis(
+        "MULTI",
+        fingerprint_of(" ; ".join(p.fingerprint for p in parts)),
+        "; ".join(p.redacted for p in parts),
+        merged("tables_read"),
+        merged("tables_written"),
+        merged("columns"),
+        merged("sensitive_classes"),
+        merged("sensitive_columns"),
+        end_user,
+        tags,
+        next((p.cursor_name for p in parts if p.cursor_name), None),
+        next((p.statement_name for p in parts if p.statement_name), None),
+        any(p.export for p in parts),
+        True,
+        tuple(parts),
+        all(p.parse_ok for p in parts),
+        truncated,
+    )
+
+
+_ANALYSERS: dict[tuple[object, ...], tuple[object, object, Analyser]] = {}
+_ANALYSERS_LOCK = threading.Lock()
+
+
+def analyse(
+    sql: str,
+    *,
+    dialect: str = "postgres",
+    sensitive: SensitiveMap | None = None,
+    catalogue: Catalogue | None = None,
+    database: str | None = None,
+) -> Analysis:
+    """Analyse one SQL text with a shared analyser for this configuration (maps are matched by identity)."""
+    key = (dialect, id(sensitive), id(catalogue), database)
+    entry = _ANALYSERS.get(key)
+    if entry is None or entry[0] is not sensitive or entry[1] is not catalogue:
+        analyser = Analyser(dialect, sensitive=sensitive, catalogue=catalogue, database=database)
+        with _ANALYSERS_LOCK:
+            if len(_ANALYSERS) >= 64:
+                _ANALYSERS.clear()
+            _ANALYSERS[key] = entry = (sensitive, catalogue, analyser)
+    return entry[2].analyse(sql)
