@@ -141,15 +141,22 @@ class Analyser:
         self.structures = _Lru(structure_cache_size)
         self.text_cache_max_chars = text_cache_max_chars
         self.max_statement_chars = max_statement_chars
+        self.errors = 0  # texts the analyser failed on (a defect to report); shown in heartbeats by the caller
 
     def analyse(self, sql: str) -> Analysis:
         """Analyse `sql`; never raises on any text and never returns a literal of it."""
+        if not isinstance(sql, str):
+            raise ConfigError("analyse() takes the statement as str; decode the bytes first")
         cacheable = len(sql) <= self.text_cache_max_chars
         if cacheable:
             done = self.texts.get(sql)
             if done is not None:
                 return done
-        result = self._analyse(sql)
+        try:
+            result = self._analyse(sql)
+        except Exception:  # a defect here must not stop a sensor; nothing of the text is kept
+            self.errors += 1
+            return _UNANALYSABLE
         if cacheable:
             self.texts.put(sql, result)
         return result
@@ -166,8 +173,6 @@ class Analyser:
         truncated = len(sql) > self.max_statement_chars
         if truncated:
             sql = sql[: self.max_statement_chars]
-        if not isinstance(sql, str):
-            raise ConfigError("analyse() takes the statement as str; decode the bytes first")
         scanned = scan(sql, self.knowledge.mysql)
         tags = scanned.tags
         end_user = dict(tags).get(END_USER_TAG) or None
@@ -216,6 +221,8 @@ def _union(parts: list[Analysis], tags: tuple[tuple[str, str], ...], end_user: s
         truncated,
     )
 
+
+_UNANALYSABLE = Analysis("OTHER", fingerprint_of("\x00unanalysable"), "", parse_ok=False)
 
 _ANALYSERS: dict[tuple[object, ...], tuple[object, object, Analyser]] = {}
 _ANALYSERS_LOCK = threading.Lock()

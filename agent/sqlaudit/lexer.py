@@ -33,8 +33,8 @@ _PG = re.compile(
     r"""[-/$'";0-9](?:
     (?<=-)(?P<lc>-[^\n]*)
    |(?<=/)(?P<bc>\*)
-   |(?<=\$)(?<![\w$]\$)(?P<dq>(?:[^\W\d]\w*)?\$)
-   |(?<=\$)(?<![\w$]\$)(?P<param>[0-9]+)
+   |(?<=\$)(?P<dq>(?:[^\W\d]\w*)?\$)
+   |(?<=\$)(?P<param>[0-9]+)
    |(?<=')(?P<str>[^']*(?:''[^']*)*'?)
    |(?<=")(?P<qid>[^"]*(?:""[^"]*)*"?)
    |"""
@@ -44,6 +44,7 @@ _PG = re.compile(
     )""",
     re.X | re.S,
 )
+_DIGITS = re.compile(r"[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?")
 _PG_ESTRING = re.compile(r"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*(?:'|\\?\Z)", re.S)
 
 # MySQL/MariaDB: backslash escapes in both quote styles; "..." is a string unless ANSI_QUOTES (treating it as a
@@ -98,14 +99,19 @@ def _token(sql: str, m: re.Match[str], mysql: bool) -> tuple[str, int, int]:
     kind = m.lastgroup
     start = m.start()
     end = m.end()
+    floor = m.pos  # where the last token ended: nothing before it can be part of this one
+    if (kind == "dq" or kind == "param") and start > floor and _in_identifier(sql, start, floor):
+        return "skip", start, start + 1  # a$1, a$b$: dollars inside a name
     if kind == "str":
-        if not mysql and start and sql[start - 1] in "eE" and (start < 2 or not _is_word_char(sql[start - 2])):
-            start -= 1  # E'…': backslash escapes apply, and the E belongs to the literal
-            end = _PG_ESTRING.match(sql, start + 1).end()  # type: ignore[union-attr]
+        if start > floor and sql[start - 1] != " ":
+            prefix = _string_prefix(sql, start, floor, mysql)
+            if prefix == "e":  # E'…': backslash escapes apply
+                end = _PG_ESTRING.match(sql, start).end()  # type: ignore[union-attr]
+            start -= len(prefix)
     elif kind == "str2":
         kind = "str"
     elif kind == "num":
-        if start and sql[start - 1] == "." and (start < 2 or not _is_word_char(sql[start - 2])):
+        if start > floor and sql[start - 1] == "." and (start - 1 == floor or not _is_word_char(sql[start - 2])):
             start -= 1  # .5
     elif kind == "qid":
         if not _closed(sql, start, end):
@@ -119,6 +125,9 @@ def _token(sql: str, m: re.Match[str], mysql: bool) -> tuple[str, int, int]:
         close = sql.find(sql[start:end], end)
         end = len(sql) if close < 0 else close + (end - start)
         kind = "str"
+        if end < len(sql) and "0" <= sql[end] <= "9":
+            # $$x$$123: the number is a token of its own although a `$` precedes it; it joins this literal.
+            end = _DIGITS.match(sql, end).end()  # type: ignore[union-attr]
     return kind, start, end  # type: ignore[return-value]
 
 
@@ -131,8 +140,37 @@ def _tokens(sql: str, mysql: bool) -> Iterator[tuple[str, int, int]]:
         if m is None:
             return
         token = _token(sql, m, mysql)
-        yield token
+        if token[0] != "skip":
+            yield token
         pos = token[2]
+
+
+def _in_identifier(sql: str, at: int, floor: int) -> bool:
+    """True when the character at `at` continues a name (a run of word characters that starts with no digit)."""
+    i = at
+    while i > floor and _is_word_char(sql[i - 1]):
+        i -= 1
+    return i < at and not sql[i].isdigit()
+
+
+def _string_prefix(sql: str, quote: int, floor: int, mysql: bool) -> str:
+    """The prefix that belongs to the string literal opening at `quote` (E, N, B, X, U&, MySQL's _charset), in
+    lower case, or "" when the word before the quote is something else (a type name: DATE'2020-01-01')."""
+    i = quote
+    while i > floor and _is_word_char(sql[i - 1]):
+        i -= 1
+    word = sql[i:quote].lower()
+    if not word and not mysql and quote - floor >= 2 and sql[quote - 1] == "&" and sql[quote - 2] in "uU":
+        return "u&" if quote - 2 == floor or not _is_word_char(sql[quote - 3]) else ""
+    if word in (_MY_PREFIXES if mysql else _PG_PREFIXES):
+        return word
+    if mysql and len(word) > 1 and word[0] == "_" and "$" not in word:
+        return word  # a character-set introducer: _utf8mb4'…'
+    return ""
+
+
+_PG_PREFIXES = frozenset({"e", "n", "b", "x"})
+_MY_PREFIXES = frozenset({"n", "b", "x"})
 
 
 def _closed(sql: str, start: int, end: int) -> bool:
@@ -181,11 +219,15 @@ def scan(sql: str, mysql: bool) -> Scan:
     part_start = 0
     exec_depth = 0
     search = (_MY if mysql else _PG).search
+    pos = 0
     while True:  # _tokens() inlined: this loop runs for every statement the proxy forwards
-        m = search(sql, kept)
+        m = search(sql, pos)
         if m is None:
             break
         kind, start, end = _token(sql, m, mysql)
+        pos = end
+        if kind == "skip":
+            continue
         if start > kept:
             append(sql[kept:start])
         kept = end
@@ -251,23 +293,25 @@ def parse_form(sql: str, mysql: bool) -> str:
     return "".join(pieces).strip().rstrip(";").strip()
 
 
-def _fold_parens(m: re.Match[str]) -> str:
-    """`IN (?, ?, ?)` → `IN (?...)`; `VALUES (?, ?), (?, ?)` → `VALUES (?, ?)`; a function's arguments stay."""
-    text, start = m.string, m.start()
+def _after_word(text: str, start: int, word: str) -> bool:
+    """True when `word` (upper case) is the last word before `start`, whitespace aside."""
     j = start
     while j and text[j - 1].isspace():
         j -= 1
-    if j >= 2 and text[j - 2 : j].upper() == "IN" and (j == 2 or not _is_word_char(text[j - 3])):
+    k = j - len(word)
+    return k >= 0 and text[k:j].upper() == word and (k == 0 or not _is_word_char(text[k - 1]))
+
+
+def _fold_parens(m: re.Match[str]) -> str:
+    """`IN (?, ?, ?)` → `IN (?...)`; `VALUES (?, ?), (?, ?)` → `VALUES (?, ?)`; a function's arguments stay."""
+    if _after_word(m.string, m.start(), "IN"):
         return "(?...)"
     group = m.group()
     return group[: group.index(")") + 1]
 
 
 def _fold_array(m: re.Match[str]) -> str:
-    text, j = m.string, m.start()
-    while j and text[j - 1].isspace():
-        j -= 1
-    return "[?...]" if j >= 5 and text[j - 5 : j].upper() == "ARRAY" else m.group()
+    return "[?...]" if _after_word(m.string, m.start(), "ARRAY") else m.group()
 
 
 def cache_key(redacted: str) -> str:
@@ -276,3 +320,28 @@ def cache_key(redacted: str) -> str:
         return redacted
     key = _PAREN_LISTS.sub(_fold_parens, redacted)
     return _BRACKET_LIST.sub(_fold_array, key) if "[" in key else key
+
+
+# The parse form folds the same lists down to their first element, so sqlglot never walks 10,000 placeholders.
+_PF_VALUE = r"\s*(?:0|''|\?|\$[0-9]+)\s*"
+_PF_VALUES = _PF_VALUE + r"(?:," + _PF_VALUE + r")*"
+_PF_PAREN_LISTS = re.compile(r"\(" + _PF_VALUES + r"\)(?:\s*,\s*\(" + _PF_VALUES + r"\))*")
+_PF_BRACKET_LIST = re.compile(r"\[" + _PF_VALUES + r"\]")
+
+
+def _pf_fold_parens(m: re.Match[str]) -> str:
+    group = m.group()
+    if _after_word(m.string, m.start(), "IN"):
+        return "(" + group[1:].split(",", 1)[0].split(")", 1)[0] + ")"
+    return group[: group.index(")") + 1]
+
+
+def _pf_fold_array(m: re.Match[str]) -> str:
+    if not _after_word(m.string, m.start(), "ARRAY"):
+        return m.group()
+    return "[" + m.group()[1:].split(",", 1)[0].split("]", 1)[0] + "]"
+
+
+def fold_parse_form(form: str) -> str:
+    form = _PF_PAREN_LISTS.sub(_pf_fold_parens, form)
+    return _PF_BRACKET_LIST.sub(_pf_fold_array, form) if "[" in form else form

@@ -16,11 +16,11 @@ from sqlglot import exp
 
 from agent.sqlaudit.catalog import Knowledge
 from agent.sqlaudit.extract import Access, extract
-from agent.sqlaudit.lexer import parse_form
+from agent.sqlaudit.lexer import fold_parse_form, parse_form
 from agent.sqlaudit.statements import PARSED_KINDS, fallback_tables, shape_of, split_qualified
 
 # Statements longer than this are not handed to sqlglot (its time grows with them); they get the fallback.
-MAX_PARSE_CHARS = 200_000
+MAX_PARSE_CHARS = 64_000
 
 
 class _DropSqlglotWarnings(logging.Filter):
@@ -36,14 +36,19 @@ _FP_TOKEN = re.compile(r'"(?:[^"]|"")*"|`(?:[^`]|``)*`|\$[0-9]+|[\w$]+|\S')
 
 
 def fingerprint_of(key: str) -> str:
-    """Hex digest of a cache key with spacing, keyword case and parameter style normalised away."""
-    tokens = []
+    """Hex digest of a cache key with spacing, keyword case and parameter style normalised away.
+
+    Unquoted words are lower-cased: keywords ignore case, and so do PostgreSQL's unquoted names (MySQL table names
+    that differ only in case therefore share a fingerprint).
+    """
+    tokens: list[str] = []
     for token in _FP_TOKEN.findall(key):
         first = token[0]
         if first == '"' or first == "`":
             tokens.append(token)
-        elif first == "$" and token[1:].isdigit():
-            tokens.append("?")
+        elif first == "?" or (first == "$" and token[1:].isdigit()):
+            if not tokens or tokens[-1] != "?":  # 'a' 'b' is one literal in PostgreSQL; never two values
+                tokens.append("?")
         else:
             tokens.append(token.lower())
     return hashlib.blake2b(" ".join(tokens).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
@@ -102,7 +107,7 @@ def _sensitivity(access: Access, know: Knowledge) -> tuple[set[str], set[str], s
 
 def build_structure(text: str, key: str, know: Knowledge, dialect: str) -> Structure:
     """Analyse one statement (`text`, the original) whose cache key is `key`."""
-    form = parse_form(text, know.mysql)
+    form = fold_parse_form(parse_form(text, know.mysql))
     shape = shape_of(form, know.mysql)
     fingerprint = fingerprint_of(key)
     common = dict(cursor_name=shape.cursor_name, statement_name=shape.statement_name, export=shape.export)
