@@ -6,9 +6,9 @@ normalisation is fixed and documented here (version 1):
 1. numbers (int, integral Decimal) are written in decimal; floats are refused (11010519491231002 is not exact
    as a float);
 2. Unicode NFKC: full-width digits and letters become ASCII (`１１０１` → `1101`), ideographic spaces become spaces;
-3. every whitespace character and every hyphen or dash (`-`, U+2010–U+2015, U+2212) is removed, which also strips
-   the ends;
-4. case-folded (`X` → `x`; the check letter of a Chinese ID number is `X` or `x`).
+3. case-folded (`X` → `x`; the check letter of a Chinese ID number is `X` or `x`);
+4. every whitespace character and every hyphen or dash (`-`, U+2010–U+2015, U+2212) is removed, which also strips
+   the ends; then NFKC once more, and steps 2–4 are repeated until nothing changes (so the result is stable).
 
 The hash is HMAC-SHA256 of the UTF-8 result under a site key, as 64 lower-case hex digits. The key never appears
 in a repr, a log or an error message; `key_id` names a key without revealing it, so two components can check that
@@ -49,8 +49,13 @@ def normalise_customer_id(value: str | int | Decimal) -> str:
         value = str(value)
     elif not isinstance(value, str):
         raise CustomerKeyError(f"a customer identifier must be text or an integer, not {type(value).__name__}")
-    text = unicodedata.normalize("NFKC", value).translate(_REMOVED)
-    text = "".join(text.split()).casefold()
+    text = value
+    for _ in range(4):  # case-folding and removals can leave text NFKC would change: repeat to a fixed point
+        step = unicodedata.normalize("NFKC", text).casefold()
+        step = unicodedata.normalize("NFKC", "".join(step.translate(_REMOVED).split()))
+        if step == text:
+            break
+        text = step
     if not text:
         raise CustomerKeyError("a customer identifier is empty once spaces and hyphens are removed")
     return text

@@ -9,7 +9,6 @@ reaches sqlglot.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,8 @@ from agent.sqlaudit.lexer import cache_key, scan
 from agent.sqlaudit.structure import Structure, build_structure, fingerprint_of
 
 _DIALECTS = {"postgres": "postgres", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+Tags = tuple[tuple[str, str], ...]
 
 # Bounds of the event schema (agent/events.py DbQueryPayload) that payload_fields() respects.
 MAX_STATEMENT_CHARS = 65536
@@ -78,32 +79,37 @@ class Analysis:
         }
 
 
-class _Lru:
-    """A small thread-safe LRU map; the proxy's event loop and tailer threads may share one analyser."""
+class _Cache:
+    """A bounded map kept as two generations: new entries go to the young one, which becomes the old one when
+    full (the old one is dropped). Lookups and inserts are single dict operations, atomic under the GIL, so the
+    proxy's event loop and tailer threads can share one without a lock; a race at worst loses an entry."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self.data: OrderedDict[Hashable, Any] = OrderedDict()
-        self.lock = threading.Lock()
+        self.half = max(1, size // 2)
+        self.young: dict[Hashable, Any] = {}
+        self.old: dict[Hashable, Any] = {}
         self.hits = 0
         self.misses = 0
 
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
     def get(self, key: Hashable) -> Any:
-        with self.lock:
-            value = self.data.get(key)
+        value = self.young.get(key)
+        if value is None:
+            value = self.old.get(key)
             if value is None:
                 self.misses += 1
                 return None
-            self.data.move_to_end(key)
-            self.hits += 1
-            return value
+            self.put(key, value)  # still in use: keep it when the old generation goes
+        self.hits += 1
+        return value
 
     def put(self, key: Hashable, value: Any) -> None:
-        with self.lock:
-            self.data[key] = value
-            self.data.move_to_end(key)
-            while len(self.data) > self.size:
-                self.data.popitem(last=False)
+        young = self.young
+        young[key] = value
+        if len(young) >= self.half:
+            self.old, self.young = young, {}
 
 
 class Analyser:
@@ -137,8 +143,8 @@ class Analyser:
             sensitive=sensitive or EMPTY_SENSITIVE,
             catalogue=catalogue or EMPTY_CATALOGUE,
         )
-        self.texts = _Lru(text_cache_size)
-        self.structures = _Lru(structure_cache_size)
+        self.texts = _Cache(text_cache_size)
+        self.structures = _Cache(structure_cache_size)
         self.text_cache_max_chars = text_cache_max_chars
         self.max_statement_chars = max_statement_chars
         self.errors = 0  # texts the analyser failed on (a defect to report); shown in heartbeats by the caller
@@ -161,13 +167,16 @@ class Analyser:
             self.texts.put(sql, result)
         return result
 
-    def structure(self, text: str, redacted: str) -> Structure:
+    def statement(self, text: str, redacted: str, tags: Tags, end_user: str | None, truncated: bool) -> Analysis:
+        """One statement's Analysis: the cached one of its shape when nothing but literal values differ."""
         key = cache_key(redacted)
-        found = self.structures.get(key)
-        if found is None:
-            found = build_structure(text, key, self.knowledge, self.dialect)
-            self.structures.put(key, found)
-        return found
+        shared = self.structures.get(key)
+        if shared is None:
+            shared = _combine(build_structure(text, key, self.knowledge, self.dialect), redacted, (), None, False)
+            self.structures.put(key, shared)
+        if shared.redacted == redacted and not tags and not truncated:
+            return shared  # the common case costs no new object
+        return _combine(shared, redacted, tags, end_user, truncated)
 
     def _analyse(self, sql: str) -> Analysis:
         truncated = len(sql) > self.max_statement_chars
@@ -175,21 +184,16 @@ class Analyser:
             sql = sql[: self.max_statement_chars]
         scanned = scan(sql, self.knowledge.mysql)
         tags = scanned.tags
-        end_user = dict(tags).get(END_USER_TAG) or None
+        end_user = (dict(tags).get(END_USER_TAG) or None) if tags else None
         if not scanned.parts:
             return Analysis("EMPTY", fingerprint_of(""), "", tags=tags, end_user=end_user, truncated=truncated)
-        parts = [
-            _combine(self.structure(sql[p.start : p.end], p.redacted), p.redacted, tags, end_user, truncated)
-            for p in scanned.parts
-        ]
+        parts = [self.statement(sql[p.start : p.end], p.redacted, tags, end_user, truncated) for p in scanned.parts]
         if len(parts) == 1:
             return parts[0]
         return _union(parts, tags, end_user, truncated)
 
 
-def _combine(
-    s: Structure, redacted: str, tags: tuple[tuple[str, str], ...], end_user: str | None, truncated: bool
-) -> Analysis:
+def _combine(s: Structure | Analysis, redacted: str, tags: Tags, end_user: str | None, truncated: bool) -> Analysis:
     return Analysis(
         s.statement_type, s.fingerprint, redacted, s.tables_read, s.tables_written, s.columns,
         s.sensitive_classes, s.sensitive_columns, end_user, tags, s.cursor_name, s.statement_name, s.export,
@@ -197,7 +201,7 @@ def _combine(
     )  # fmt: skip
 
 
-def _union(parts: list[Analysis], tags: tuple[tuple[str, str], ...], end_user: str | None, truncated: bool) -> Analysis:
+def _union(parts: list[Analysis], tags: Tags, end_user: str | None, truncated: bool) -> Analysis:
     def merged(field: str) -> tuple[str, ...]:
         return tuple(sorted({v for p in parts for v in getattr(p, field)}))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from agent.sqlaudit.commenter import parse_sqlcommenter
 
@@ -74,8 +74,7 @@ _PAREN_LISTS = re.compile(r"\(\s*" + _VALUES + r"\s*\)(?:\s*,\s*\(\s*" + _VALUES
 _BRACKET_LIST = re.compile(r"\[\s*" + _VALUES + r"\s*\]")
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(NamedTuple):  # a NamedTuple, not a dataclass: built for every statement, it must be cheap
     """One statement of a (possibly multi-statement) text: its redacted form and where it lies in the input."""
 
     redacted: str
@@ -83,8 +82,7 @@ class Part:
     end: int
 
 
-@dataclass(frozen=True, slots=True)
-class Scan:
+class Scan(NamedTuple):
     parts: tuple[Part, ...]
     tags: tuple[tuple[str, str], ...]
 
@@ -169,6 +167,8 @@ def _string_prefix(sql: str, quote: int, floor: int, mysql: bool) -> str:
     return ""
 
 
+# After one of these a quote or digit cannot continue a word: no prefix, no identifier, no `.5`.
+_PLAIN_BEFORE = frozenset(" \t\r\n(,=<>+-*/%|[:!~^@")
 _PG_PREFIXES = frozenset({"e", "n", "b", "x"})
 _MY_PREFIXES = frozenset({"n", "b", "x"})
 
@@ -199,6 +199,8 @@ def _block_end(sql: str, start: int, nested: bool) -> int:
 
 
 def _finish(pieces: list[str]) -> str:
+    if not pieces:
+        return ""
     # Collapses whitespace inside quoted names too; harmless, as the redacted text is for people and fingerprints.
     text = " ".join("".join(pieces).split())
     while text.endswith(";"):  # empty statements between semicolons
@@ -224,7 +226,12 @@ def scan(sql: str, mysql: bool) -> Scan:
         m = search(sql, pos)
         if m is None:
             break
-        kind, start, end = _token(sql, m, mysql)
+        kind = m.lastgroup
+        start, end = m.span()
+        # Fast path for the common tokens; _token() settles prefixes, escapes and the rarer kinds.
+        plain_before = start == pos or sql[start - 1] in _PLAIN_BEFORE
+        if kind != "semi" and not ((kind == "num" or kind == "str") and plain_before):
+            kind, start, end = _token(sql, m, mysql)
         pos = end
         if kind == "skip":
             continue
@@ -258,7 +265,7 @@ def scan(sql: str, mysql: bool) -> Scan:
     redacted = _finish(pieces)
     if redacted:
         parts.append(Part(redacted, part_start, len(sql)))
-    return Scan(tuple(parts), tuple(sorted(tags.items())))
+    return Scan(tuple(parts), tuple(sorted(tags.items())) if tags else ())
 
 
 def parse_form(sql: str, mysql: bool) -> str:

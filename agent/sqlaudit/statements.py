@@ -55,6 +55,7 @@ _LOAD_DATA = re.compile(
     rf"INTO\s+TABLE\s+({QNAME})",
     re.I,
 )
+_ANALYZE_ON = re.compile(r"\bANALY[SZ]E\b(?!\s+(?:false|off|0)\b)", re.I)
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE"})
 _WORD_OR_PAREN = re.compile(r'"(?:[^"]|"")*"|`(?:[^`]|``)*`|[A-Za-z_][\w$]*|[()]')
 
@@ -147,7 +148,7 @@ def shape_of(text: str, mysql: bool) -> Shape:
     if kind == "EXPLAIN":
         x = _EXPLAIN.match(text)
         # Only EXPLAIN ANALYZE runs the statement; a plain EXPLAIN reads no data.
-        if x is not None and re.search(r"\bANALY[SZ]E\b(?!\s+(?:false|off|0)\b)", (x.group(1) or "") + x.group(2), re.I):
+        if x is not None and _ANALYZE_ON.search((x.group(1) or "") + x.group(2)):
             inner = shape_of(x.group(3), mysql)
             return Shape(kind, inner.body, export=inner.export)
         return Shape(kind)
@@ -173,7 +174,9 @@ _TARGET = re.compile(
     re.I,
 )
 _COPY_TABLE = re.compile(rf"COPY\s+({QNAME})", re.I)
-_CTE_NAMES = re.compile(rf"(?:\bWITH\s+(?:RECURSIVE\s+)?|,\s*)({NAME})\s*(?:\([^)]*\)\s*)?AS\s*(?:NOT\s+)?(?:MATERIALIZED\s*)?\(", re.I)
+_CTE_NAMES = re.compile(
+    rf"(?:\bWITH\s+(?:RECURSIVE\s+)?|,\s*)({NAME})\s*(?:\([^)]*\)\s*)?AS\s*(?:NOT\s+)?(?:MATERIALIZED\s*)?\(", re.I
+)
 _KEYWORDS = frozenset({"select", "lateral", "values", "unnest", "rows", "table", "where", "set"})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlglot
 from sqlglot import exp
@@ -109,51 +109,57 @@ def build_structure(text: str, key: str, know: Knowledge, dialect: str) -> Struc
     """Analyse one statement (`text`, the original) whose cache key is `key`."""
     form = fold_parse_form(parse_form(text, know.mysql))
     shape = shape_of(form, know.mysql)
-    fingerprint = fingerprint_of(key)
-    common = dict(cursor_name=shape.cursor_name, statement_name=shape.statement_name, export=shape.export)
-    written_extra = {know.qualify(*_schema_table(split_qualified(t, know.mysql))) for t in shape.written}
-    if shape.body is None:
-        return Structure(shape.kind, fingerprint, tables_written=tuple(sorted(written_extra)), **common)  # type: ignore[arg-type]
-    tree = _parse(shape.body, dialect)
-    if tree is None:
-        return _fallback(shape.kind, shape.body, fingerprint, know, common)
-    access = extract(tree, know, dialect)
-    access.written |= written_extra
-    columns, classes, hits = _sensitivity(access, know)
-    return Structure(
+    base = Structure(
         shape.kind,
-        fingerprint,
+        fingerprint_of(key),
+        tables_written=tuple(sorted({_qualify(t, know) for t in shape.written})),
+        cursor_name=shape.cursor_name,
+        statement_name=shape.statement_name,
+        export=shape.export,
+    )
+    if shape.body is None:
+        return base
+    tree = _parse(shape.body, dialect)
+    try:
+        access = None if tree is None else extract(tree, know, dialect)
+    except Exception:  # a tree sqlglot built but we cannot walk (say, nested too deep): keyword fallback
+        access = None
+    if access is None:
+        return _fallback(base, shape.body, know)
+    access.written.update(base.tables_written)
+    columns, classes, hits = _sensitivity(access, know)
+    return replace(
+        base,
         tables_read=tuple(sorted(access.read)),
         tables_written=tuple(sorted(access.written)),
         columns=tuple(sorted(columns)),
         sensitive_classes=tuple(sorted(classes)),
         sensitive_columns=tuple(sorted(hits)),
-        **common,  # type: ignore[arg-type]
     )
 
 
-def _schema_table(parts: list[str]) -> tuple[str | None, str]:
-    if len(parts) >= 2:
-        return parts[-2], parts[-1]
-    return None, parts[-1]
+def _qualify(text: str, know: Knowledge) -> str:
+    parts = split_qualified(text, know.mysql)
+    return know.qualify(parts[-2] if len(parts) >= 2 else None, parts[-1])
 
 
-def _fallback(kind: str, body: str, fingerprint: str, know: Knowledge, common: dict[str, object]) -> Structure:
+_FALLBACK_KINDS = (PARSED_KINDS - {"OTHER"}) | {"DECLARE", "PREPARE", "EXPLAIN"}
+
+
+def _fallback(base: Structure, body: str, know: Knowledge) -> Structure:
     """sqlglot could not parse: tables from keywords, and every sensitive class of those tables (conservative)."""
-    if kind not in PARSED_KINDS and kind not in ("DECLARE", "PREPARE", "EXPLAIN"):
-        return Structure(kind, fingerprint, parse_ok=False, **common)  # type: ignore[arg-type]
-    read, written = fallback_tables(body, kind, know.mysql)
-    read_names = {know.qualify(*_schema_table(p)) for p in read}
-    written_names = {know.qualify(*_schema_table(p)) for p in written}
+    if base.statement_type not in _FALLBACK_KINDS:
+        return replace(base, parse_ok=False)
+    read, written = fallback_tables(body, base.statement_type, know.mysql)
+    read_names = {know.qualify(p[-2] if len(p) >= 2 else None, p[-1]) for p in read}
+    written_names = {know.qualify(p[-2] if len(p) >= 2 else None, p[-1]) for p in written}
     classes = set()
     for table in read_names | written_names:
         classes.update(know.sensitive.columns_of(table).values())
-    return Structure(
-        kind,
-        fingerprint,
+    return replace(
+        base,
         tables_read=tuple(sorted(read_names)),
-        tables_written=tuple(sorted(written_names)),
+        tables_written=tuple(sorted(written_names | set(base.tables_written))),
         sensitive_classes=tuple(sorted(classes)),
         parse_ok=False,
-        **common,  # type: ignore[arg-type]
     )

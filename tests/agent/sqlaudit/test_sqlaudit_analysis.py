@@ -297,7 +297,9 @@ def test_statement_types(sql: str, kind: str) -> None:
 
 
 def test_data_modifying_cte_reads_and_writes() -> None:
-    a = PG.analyse("WITH moved AS (DELETE FROM orders WHERE amount = 0 RETURNING *) INSERT INTO old SELECT * FROM moved")
+    a = PG.analyse(
+        "WITH moved AS (DELETE FROM orders WHERE amount = 0 RETURNING *) INSERT INTO old SELECT * FROM moved"
+    )
     assert a.tables_written == ("public.old", "public.orders")
     assert a.tables_read == ("public.orders",)
 

@@ -128,7 +128,8 @@ def test_no_planted_string_or_number_survives_in_mysql(data: st.DataObject, firs
 
 @PROPERTY
 @given(data=st.data(), values=st.lists(st.tuples(content, numbers), min_size=2, max_size=2))
-def test_fingerprint_ignores_literal_values(data: st.DataObject, values: list[tuple[tuple[str, str, str], int]]) -> None:
+def test_fingerprint_ignores_literal_values(data: st.DataObject,
+                                           values: list[tuple[tuple[str, str, str], int]]) -> None:
     template = data.draw(st.sampled_from(PG_TEMPLATES))
     fingerprints = set()
     for text, num in values:
