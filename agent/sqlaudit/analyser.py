@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.errors import ConfigError
@@ -148,37 +148,57 @@ class Analyser:
         self.text_cache_max_chars = text_cache_max_chars
         self.max_statement_chars = max_statement_chars
         self.errors = 0  # texts the analyser failed on (a defect to report); shown in heartbeats by the caller
+        self._knowledge: dict[str, Knowledge] = {}
 
-    def analyse(self, sql: str) -> Analysis:
-        """Analyse `sql`; never raises on any text and never returns a literal of it."""
+    def analyse(self, sql: str, *, schema: str | None = None) -> Analysis:
+        """Analyse `sql`; never raises on any text and never returns a literal of it.
+
+        `schema` is where this statement's unqualified tables live when it differs from the analyser's default:
+        the session's current database (MySQL, a tailer's `database` field) or first search_path schema.
+        """
         if not isinstance(sql, str):
             raise ConfigError("analyse() takes the statement as str; decode the bytes first")
         cacheable = len(sql) <= self.text_cache_max_chars
+        text_key: Hashable = sql if schema is None else (schema, sql)
         if cacheable:
-            done = self.texts.get(sql)
+            done = self.texts.get(text_key)
             if done is not None:
                 return done
         try:
-            result = self._analyse(sql)
+            result = self._analyse(sql, schema)
         except Exception:  # a defect here must not stop a sensor; nothing of the text is kept
             self.errors += 1
             return _UNANALYSABLE
         if cacheable:
-            self.texts.put(sql, result)
+            self.texts.put(text_key, result)
         return result
 
-    def statement(self, text: str, redacted: str, tags: Tags, end_user: str | None, truncated: bool) -> Analysis:
+    def _knowledge_for(self, schema: str | None) -> Knowledge:
+        if schema is None:
+            return self.knowledge
+        know = self._knowledge.get(schema)
+        if know is None:
+            if len(self._knowledge) >= 256:
+                self._knowledge.clear()
+            folded = schema if self.knowledge.mysql else schema.lower()
+            know = self._knowledge[schema] = replace(self.knowledge, default_schema=folded or None)
+        return know
+
+    def statement(self, text: str, redacted: str, tags: Tags, end_user: str | None, truncated: bool,
+                  schema: str | None = None) -> Analysis:
         """One statement's Analysis: the cached one of its shape when nothing but literal values differ."""
         key = cache_key(redacted)
-        shared = self.structures.get(key)
+        structure_key: Hashable = key if schema is None else (schema, key)
+        shared = self.structures.get(structure_key)
         if shared is None:
-            shared = _combine(build_structure(text, key, self.knowledge, self.dialect), redacted, (), None, False)
-            self.structures.put(key, shared)
+            know = self._knowledge_for(schema)
+            shared = _combine(build_structure(text, key, know, self.dialect), redacted, (), None, False)
+            self.structures.put(structure_key, shared)
         if shared.redacted == redacted and not tags and not truncated:
             return shared  # the common case costs no new object
         return _combine(shared, redacted, tags, end_user, truncated)
 
-    def _analyse(self, sql: str) -> Analysis:
+    def _analyse(self, sql: str, schema: str | None) -> Analysis:
         truncated = len(sql) > self.max_statement_chars
         if truncated:
             sql = sql[: self.max_statement_chars]
@@ -187,7 +207,10 @@ class Analyser:
         end_user = (dict(tags).get(END_USER_TAG) or None) if tags else None
         if not scanned.parts:
             return Analysis("EMPTY", fingerprint_of(""), "", tags=tags, end_user=end_user, truncated=truncated)
-        parts = [self.statement(sql[p.start : p.end], p.redacted, tags, end_user, truncated) for p in scanned.parts]
+        parts = [
+            self.statement(sql[p.start : p.end], p.redacted, tags, end_user, truncated, schema)
+            for p in scanned.parts
+        ]
         if len(parts) == 1:
             return parts[0]
         return _union(parts, tags, end_user, truncated)
@@ -239,14 +262,20 @@ def analyse(
     sensitive: SensitiveMap | None = None,
     catalogue: Catalogue | None = None,
     database: str | None = None,
+    schema: str | None = None,
 ) -> Analysis:
-    """Analyse one SQL text with a shared analyser for this configuration (maps are matched by identity)."""
-    key = (dialect, id(sensitive), id(catalogue), database)
+    """Analyse one SQL text with a shared analyser for this configuration (maps are matched by identity).
+
+    `database` qualifies MySQL tables, `schema` PostgreSQL ones (default `public`). A sensor analysing every
+    statement should build its own Analyser once instead.
+    """
+    key = (dialect, id(sensitive), id(catalogue))
     entry = _ANALYSERS.get(key)
     if entry is None or entry[0] is not sensitive or entry[1] is not catalogue:
-        analyser = Analyser(dialect, sensitive=sensitive, catalogue=catalogue, database=database)
+        analyser = Analyser(dialect, sensitive=sensitive, catalogue=catalogue)
         with _ANALYSERS_LOCK:
             if len(_ANALYSERS) >= 64:
                 _ANALYSERS.clear()
             _ANALYSERS[key] = entry = (sensitive, catalogue, analyser)
-    return entry[2].analyse(sql)
+    override = database if entry[2].knowledge.mysql else schema
+    return entry[2].analyse(sql, schema=override)

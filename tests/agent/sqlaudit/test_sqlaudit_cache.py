@@ -85,3 +85,17 @@ def test_concurrent_threads_get_the_same_answers() -> None:
     assert not any(t.is_alive() for t in threads)
     assert failures == []
     assert analyser.errors == 0
+
+
+def test_one_analyser_serves_several_current_databases() -> None:
+    sensitive = SensitiveMap.of({"shop.customers.ssn": "id_number"})
+    analyser = Analyser("mysql", sensitive=sensitive)
+    in_shop = analyser.analyse("SELECT ssn FROM customers WHERE id = 1", schema="shop")
+    in_crm = analyser.analyse("SELECT ssn FROM customers WHERE id = 1", schema="crm")
+    unset = analyser.analyse("SELECT ssn FROM customers WHERE id = 1")
+    assert (in_shop.tables_read, in_crm.tables_read, unset.tables_read) == (
+        ("shop.customers",), ("crm.customers",), ("customers",))
+    assert in_shop.sensitive_classes == ("id_number",) and in_crm.sensitive_classes == ()
+    assert in_shop.fingerprint == in_crm.fingerprint
+    pg = Analyser("postgres")
+    assert pg.analyse("SELECT * FROM t", schema="Sales").tables_read == ("sales.t",)
