@@ -209,28 +209,28 @@ class _Extractor:
         """A column's qualified name, None when it belongs to a derived source, _NOT_HERE to look outwards."""
         if not sources:
             return _NOT_HERE
-        holders = []
+        holders = set()
         complete_misses = 0
-        for source in sources.values():
+        for alias, source in sources.items():
             if source.table is None:
-                if source.outputs is not None and name in source.outputs:
-                    return None
+                if (source.outputs is not None and name in source.outputs) or alias == name:
+                    return None  # a derived table's column, or a function source's own value (`FROM f() g … g`)
                 continue
             known, complete = self.know.known_columns(source.table)
             if name in known:
-                holders.append(source.table)
+                holders.add(source.table)
             elif complete:
                 complete_misses += 1
         if len(holders) == 1:
-            return f"{holders[0]}.{name}"
+            return f"{holders.pop()}.{name}"
         if isinstance(scope, exp.Select) and name in _aliases(scope):
             return None  # ORDER BY / GROUP BY of a select-list alias
-        tables = [s.table for s in sources.values() if s.table is not None]
+        tables = {s.table for s in sources.values() if s.table is not None}
         if complete_misses == len(sources):
             return _NOT_HERE  # no source here has it: a correlated reference
-        if len(sources) == 1 and len(tables) == 1:
-            return f"{tables[0]}.{name}"
-        if len(tables) == 0:
+        if len(tables) == 1 and all(s.table is not None for s in sources.values()):
+            return f"{tables.pop()}.{name}"  # one table (INSERT's target also answers to `excluded`)
+        if not tables:
             return None
         return name
 

@@ -271,7 +271,7 @@ def scan(sql: str, mysql: bool) -> Scan:
 def parse_form(sql: str, mysql: bool) -> str:
     """The statement as sqlglot should see it: strings become '' and numbers 0, so no value can reach the tree.
 
-    Comments are dropped and MySQL's executable comments unwrapped; identifiers and parameters stay as written.
+    Bind parameters become 0 as well; comments are dropped and MySQL's executable comments unwrapped.
     """
     pieces: list[str] = []
     append = pieces.append
@@ -281,11 +281,11 @@ def parse_form(sql: str, mysql: bool) -> str:
         if start > kept:
             append(sql[kept:start])
         kept = end
-        if kind == "num":
+        if kind == "num" or kind == "param":  # a parameter is a value too, and sqlglot reads 0 more reliably
             append(" 0 ")
         elif kind == "str" or kind == "qid_open":
             append(" '' ")
-        elif kind == "qid" or kind == "param" or kind == "semi":
+        elif kind == "qid" or kind == "semi":
             append(sql[start:end])
         elif kind == "xc":
             exec_depth += 1

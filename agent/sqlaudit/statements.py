@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-NAME = r'(?:"(?:[^"]|"")+"|`(?:[^`]|``)+`|[^\W\d][\w$]*)'
+# Possessive `*+`: a name never gives back characters, so `generate_series(` cannot match as `generate_serie`.
+NAME = r'(?:"(?:[^"]|"")+"|`(?:[^`]|``)+`|[^\W\d][\w$]*+)'
 QNAME = rf"{NAME}(?:\s*\.\s*{NAME}){{0,2}}"
 
 # Statement kinds by leading keyword. Kinds that name tables or columns are parsed with sqlglot; the others are

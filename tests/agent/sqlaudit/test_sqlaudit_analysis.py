@@ -398,3 +398,27 @@ def test_sensitive_map_rejects_malformed_entries() -> None:
         SensitiveMap.of({"public.customers.ssn": "ID Number"})
     with pytest.raises(ConfigError, match="dialect"):
         Analyser("oracle")
+
+
+@pytest.mark.parametrize(
+    ("sql", "read", "written", "columns"),
+    [
+        ("TABLE cards", ("public.cards",), (), ("public.cards.customer_id", "public.cards.id", "public.cards.pan")),
+        ("INSERT INTO cards (id, pan) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET pan = EXCLUDED.pan",
+         (), ("public.cards",), ("public.cards.id", "public.cards.pan")),
+        ("SELECT c.ssn, l.x FROM customers c, LATERAL (SELECT amount AS x FROM orders WHERE orders.customer_id = c.id) l",
+         ("public.customers", "public.orders"), (),
+         ("public.customers.id", "public.customers.ssn", "public.orders.amount", "public.orders.customer_id")),
+        ("SELECT pan FROM generate_series(1, 3) g JOIN cards ON cards.id = g", ("public.cards",), (),
+         ("public.cards.id", "public.cards.pan")),
+        ("SELECT count(*) FROM customers WHERE ssn LIKE $1 ESCAPE '!'", ("public.customers",), (),
+         ("public.customers.ssn",)),
+        ("SELECT ssn, row_number() OVER (PARTITION BY name ORDER BY id) AS n FROM customers ORDER BY n",
+         ("public.customers",), (), ("public.customers.id", "public.customers.name", "public.customers.ssn")),
+        ("SELECT ARRAY(SELECT pan FROM cards)", ("public.cards",), (), ("public.cards.pan",)),
+    ],
+)
+def test_more_postgres_shapes(sql: str, read: tuple[str, ...], written: tuple[str, ...],
+                              columns: tuple[str, ...]) -> None:
+    a = PG.analyse(sql)
+    assert (a.parse_ok, a.tables_read, a.tables_written, a.columns) == (True, read, written, columns)
