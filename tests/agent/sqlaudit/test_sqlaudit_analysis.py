@@ -406,7 +406,8 @@ def test_sensitive_map_rejects_malformed_entries() -> None:
         ("TABLE cards", ("public.cards",), (), ("public.cards.customer_id", "public.cards.id", "public.cards.pan")),
         ("INSERT INTO cards (id, pan) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET pan = EXCLUDED.pan",
          (), ("public.cards",), ("public.cards.id", "public.cards.pan")),
-        ("SELECT c.ssn, l.x FROM customers c, LATERAL (SELECT amount AS x FROM orders WHERE orders.customer_id = c.id) l",
+        ("SELECT c.ssn, l.x FROM customers c, "
+         "LATERAL (SELECT amount AS x FROM orders WHERE orders.customer_id = c.id) l",
          ("public.customers", "public.orders"), (),
          ("public.customers.id", "public.customers.ssn", "public.orders.amount", "public.orders.customer_id")),
         ("SELECT pan FROM generate_series(1, 3) g JOIN cards ON cards.id = g", ("public.cards",), (),
