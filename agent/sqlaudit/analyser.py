@@ -70,13 +70,20 @@ class Analysis:
         return {
             "statement_type": self.statement_type,
             "fingerprint": self.fingerprint,
-            "statement": statement,
-            "tables_read": list(self.tables_read[:MAX_TABLES]),
-            "tables_written": list(self.tables_written[:MAX_TABLES]),
-            "columns": list(self.columns[:MAX_COLUMNS]),
+            "statement": _utf8(statement),
+            "tables_read": [_utf8(t)[:256] for t in self.tables_read[:MAX_TABLES]],
+            "tables_written": [_utf8(t)[:256] for t in self.tables_written[:MAX_TABLES]],
+            "columns": [_utf8(c)[:256] for c in self.columns[:MAX_COLUMNS]],
             "sensitive_classes": list(self.sensitive_classes[:64]),
-            "cursor": self.cursor_name,
+            "cursor": None if self.cursor_name is None else _utf8(self.cursor_name)[:256],
         }
+
+
+def _utf8(text: str) -> str:
+    """Text an event can carry: a proxy that decodes with surrogateescape can leave lone surrogates in names."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class _Cache:

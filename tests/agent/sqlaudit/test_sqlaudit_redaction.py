@@ -126,3 +126,12 @@ def test_payload_fields_fit_the_event_schema() -> None:
     payload = ev.DbQueryPayload(session_id="s", **fields)
     event = ev.new_event(ev.DbQuery, payload, source=ev.Source(type="proxy"))
     assert ev.decode(ev.encode(event)).payload.tables_read == ["public.customers"]
+
+
+def test_payload_fields_of_undecodable_names_still_encode() -> None:
+    from agent import events as ev
+
+    sql = b'SELECT "caf\xe9" FROM "t\xff" WHERE a = 1'.decode("utf-8", "surrogateescape")
+    fields = PG.analyse(sql).payload_fields()
+    event = ev.new_event(ev.DbQuery, ev.DbQueryPayload(session_id="s", **fields), source=ev.Source(type="proxy"))
+    assert ev.decode(ev.encode(event)).payload.statement.endswith("WHERE a = ?")
