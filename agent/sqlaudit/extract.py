@@ -15,6 +15,9 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from agent.sqlaudit.catalog import Knowledge
 
+# Names that moved between sqlglot releases (the agent extra allows sqlglot>=25).
+_SET_OPERATION = getattr(exp, "SetOperation", exp.Union)
+_ALTER = getattr(exp, "Alter", None) or getattr(exp, "AlterTable")
 _SCOPES = (exp.Select, exp.Update, exp.Delete, exp.Insert, exp.Merge, exp.Copy)
 _WRITERS = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
 
@@ -83,7 +86,7 @@ class _Extractor:
                 (self.access.written if parent.args.get("kind") else self.access.read).add(name)
                 if not isinstance(table.parent, exp.Schema):
                     self.access.stars.add(name)
-            elif isinstance(parent, (exp.Into, exp.Create, exp.TruncateTable, exp.Drop, exp.Alter)):
+            elif isinstance(parent, (exp.Into, exp.Create, exp.TruncateTable, exp.Drop, _ALTER)):
                 self.access.written.add(name)
             else:
                 self.access.read.add(name)
@@ -175,7 +178,7 @@ class _Extractor:
         while parent is not None:
             if isinstance(parent, _SCOPES):
                 chain.append(parent)
-            elif isinstance(parent, exp.SetOperation) and not chain:
+            elif isinstance(parent, _SET_OPERATION) and not chain:
                 return []  # ORDER BY of a UNION names its output columns
             parent = parent.parent
         return chain
