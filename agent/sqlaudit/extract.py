@@ -86,7 +86,7 @@ class _Extractor:
                 (self.access.written if parent.args.get("kind") else self.access.read).add(name)
                 if not isinstance(table.parent, exp.Schema):
                     self.access.stars.add(name)
-            elif isinstance(parent, (exp.Into, exp.Create, exp.TruncateTable, exp.Drop, _ALTER)):
+            elif isinstance(parent, exp.Into) or _under_ddl(table):
                 self.access.written.add(name)
             else:
                 self.access.read.add(name)
@@ -247,6 +247,20 @@ class _Extractor:
 
 
 _NOT_HERE = object()
+_DDL = tuple(c for c in (exp.Create, exp.TruncateTable, exp.Drop, _ALTER, getattr(exp, "Comment", None)) if c)
+
+
+def _under_ddl(table: exp.Table) -> bool:
+    """True for the object a DDL statement acts on (CREATE INDEX ON t, ALTER TABLE t), not for tables its
+    AS SELECT reads."""
+    node = table.parent
+    while node is not None:
+        if isinstance(node, exp.Query):
+            return False
+        if isinstance(node, _DDL):
+            return True
+        node = node.parent
+    return False
 
 
 def _aliases(select: exp.Select) -> set[str]:

@@ -28,7 +28,7 @@ _NUMBER_TAIL = r"""(?<=[0-9])(?<![\w$][0-9])(?P<num>(?<=0)[xX][0-9A-Fa-f_]+|(?<=
     |[0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?)"""
 
 # PostgreSQL: standard_conforming_strings (the default since 9.1) — backslashes only escape inside E'', which
-# _tokens() recognises from the letter before the quote.
+# _token() recognises from the letter before the quote.
 _PG = re.compile(
     r"""[-/$'";0-9](?:
     (?<=-)(?P<lc>-[^\n]*)
@@ -290,10 +290,13 @@ def parse_form(sql: str, mysql: bool) -> str:
         elif kind == "xc":
             exec_depth += 1
             append(" ")
-        elif kind == "xend" and not exec_depth:
-            append("*/")
-        else:
-            exec_depth -= kind == "xend"
+        elif kind == "xend":
+            if exec_depth:
+                exec_depth -= 1
+                append(" ")
+            else:
+                append("*/")
+        else:  # a comment
             append(" ")
     if len(sql) > kept:
         append(sql[kept:])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 # Possessive `*+`: a name never gives back characters, so `generate_series(` cannot match as `generate_serie`.
 NAME = r'(?:"(?:[^"]|"")+"|`(?:[^`]|``)+`|[^\W\d][\w$]*+)'
 QNAME = rf"{NAME}(?:\s*\.\s*{NAME}){{0,2}}"
+_NAME = re.compile(NAME)
 
 # Statement kinds by leading keyword. Kinds that name tables or columns are parsed with sqlglot; the others are
 # understood from their keyword alone.
@@ -73,15 +74,16 @@ class Shape:
     written: tuple[str, ...] = ()  # qualified-name texts found without sqlglot (LOAD DATA … INTO TABLE t)
 
 
-def unquote_name(name: str, mysql: bool) -> str:
-    """An identifier as the server resolves it: quoted ones verbatim, unquoted ones case-folded."""
+def unquote_name(name: str, fold: bool = True) -> str:
+    """An identifier as the server resolves it: quoted ones verbatim, unquoted ones case-folded when `fold`."""
     if len(name) >= 2 and name[0] == name[-1] and name[0] in '"`':
         return name[1:-1].replace(name[0] * 2, name[0])
-    return name.lower()
+    return name.lower() if fold else name
 
 
 def split_qualified(text: str, mysql: bool) -> list[str]:
-    return [unquote_name(p, mysql) for p in re.findall(NAME, text)]
+    """The parts of a table name; MySQL table names keep their case (they are case-sensitive on Linux)."""
+    return [unquote_name(p, fold=not mysql) for p in _NAME.findall(text)]
 
 
 def _with_main_verb(text: str) -> str:
@@ -126,25 +128,25 @@ def shape_of(text: str, mysql: bool) -> Shape:
         if d is None:
             return Shape(kind)
         inner = shape_of(d.group(2), mysql)
-        return Shape(kind, inner.body, cursor_name=unquote_name(d.group(1), mysql))
+        return Shape(kind, inner.body, cursor_name=unquote_name(d.group(1)))
     if kind in ("FETCH", "MOVE"):
         last = _LAST_NAME.search(text)
-        name = unquote_name(last.group(1), mysql) if last else None
+        name = unquote_name(last.group(1)) if last else None
         return Shape(kind, cursor_name=name if name and name.upper() not in _DIRECTIONS else None)
     if kind == "CLOSE":
         c = _CLOSE.match(text)
-        name = unquote_name(c.group(1), mysql) if c else None
+        name = unquote_name(c.group(1)) if c else None
         return Shape(kind, cursor_name=None if name is None or name == "all" else name)
     if kind == "PREPARE":
         p = _PREPARE.match(text)
         if p is not None:
             inner = shape_of(p.group(2), mysql)
-            return Shape(kind, inner.body, statement_name=unquote_name(p.group(1), mysql), export=inner.export)
+            return Shape(kind, inner.body, statement_name=unquote_name(p.group(1)), export=inner.export)
         f = _PREPARE_FROM.match(text)
-        return Shape(kind, statement_name=unquote_name(f.group(1), mysql) if f else None)
+        return Shape(kind, statement_name=unquote_name(f.group(1)) if f else None)
     if kind in ("EXECUTE", "DEALLOCATE"):
         e = (_EXECUTE if kind == "EXECUTE" else _DEALLOCATE).match(text)
-        name = unquote_name(e.group(1), mysql) if e else None
+        name = unquote_name(e.group(1)) if e else None
         return Shape(kind, statement_name=None if name in (None, "all", "prepare") else name)
     if kind == "EXPLAIN":
         x = _EXPLAIN.match(text)
@@ -183,7 +185,7 @@ _KEYWORDS = frozenset({"select", "lateral", "values", "unnest", "rows", "table",
 
 def fallback_tables(text: str, kind: str, mysql: bool) -> tuple[list[list[str]], list[list[str]]]:
     """Best-effort (read, written) table names as lists of name parts, for statements sqlglot rejected."""
-    ctes = {unquote_name(m.group(1), mysql) for m in _CTE_NAMES.finditer(text)}
+    ctes = {unquote_name(m.group(1), fold=not mysql) for m in _CTE_NAMES.finditer(text)}
     written = [split_qualified(m.group(1), mysql) for m in _TARGET.finditer(text)]
     read = [split_qualified(m.group(1), mysql) for m in _FROM_LIKE.finditer(text)]
     if kind == "COPY":
