@@ -164,7 +164,7 @@ class Analyser:
         the session's current database (MySQL, a tailer's `database` field) or first search_path schema.
         """
         if not isinstance(sql, str):
-            raise ConfigError("analyse() takes the statement as str; decode the bytes first")
+            raise TypeError("analyse() takes the statement as str; decode the bytes first")
         cacheable = len(sql) <= self.text_cache_max_chars
         text_key: Hashable = sql if schema is None else (schema, sql)
         if cacheable:
