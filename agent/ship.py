@@ -8,9 +8,10 @@ On the answer:
   malformed move to the spool's dead table with the collector's reason, counted in heartbeats. Nothing is dropped.
   An answer whose counts do not add up to the batch is not trusted: everything stays and is sent again.
 - 413: the batch is split in two and each half sent; a single event still too large is dead-lettered.
-- 400 (the body is not a batch): split the same way, so that a collector with a smaller batch limit is served
-  and one event whose stored bytes are not JSON cannot block the spool; that event alone is dead-lettered.
-  A single well-formed event refused with 400 is a collector problem: it is kept and retried.
+- 400 (the body is not a batch): spooled entries that are not JSON (only a faulty source writes them) are
+  dead-lettered, so that one cannot block the spool; otherwise the batch is split the same way, so that a
+  collector with a smaller batch limit is served. A single well-formed event refused with 400 is a collector
+  problem: it is kept and retried.
 - 429 / 503: wait as long as Retry-After says (at least, up to `RETRY_AFTER_MAX`), then the same batch again.
 - 401 / 403: the credential is wrong or revoked; keep everything and retry slowly, loudly.
 - anything else, or no answer: exponential backoff with full jitter, up to `backoff_max`, for as long as it takes.
@@ -195,8 +196,13 @@ class Shipper:
         if ack.accepted < 0 or ack.duplicates < 0 or (
             ack.accepted + ack.duplicates + len(refused) != len(batch) or len(refused) != len(ack.rejected)
         ):
-            # Something other than the collector (a proxy, a maintenance page) answered 200, or the collector
-            # counted a different batch: deleting on such an answer could lose events, resending cannot.
+            # The collector counted a different batch: a spooled entry that is not one JSON value (`{..},{..}`)
+            # shifts the events after it. Set such entries aside; the rest goes again.
+            unparseable = self._set_aside_unparseable(batch, "the collector counted a different batch")
+            if unparseable:
+                return Attempt(len(batch), 0, 0.0, 200, dead=unparseable)
+            # Otherwise something other than the collector (a proxy, a maintenance page) answered 200:
+            # deleting on such an answer could lose events, resending cannot.
             return self._failed(
                 len(batch), 200,
                 f"acknowledgement does not match the batch of {len(batch)} (accepted {ack.accepted}, "
@@ -218,8 +224,22 @@ class Shipper:
         self.stats.last_success = self._clock()
         return Attempt(len(batch), len(batch) - len(refused), 0.0, 200, dead=len(refused))
 
+    def _set_aside_unparseable(self, batch: list[SpooledEvent], detail: str) -> int:
+        """Dead-letter the entries of `batch` that are not one JSON value each (only a faulty source writes
+        them); checked only after the collector refused or miscounted a batch, never on the hot path."""
+        bad = [(e.seq, f"the spooled event is not JSON; {detail}") for e in batch if not _is_json(e.body)]
+        if bad:
+            self.spool.dead_letter(bad)
+            self.stats.dead_lettered += len(bad)
+            log.warning("set aside %d spooled entries that are not JSON (%s)", len(bad), detail)
+        return len(bad)
+
     def _refused_batch(self, batch: list[SpooledEvent], status: int, detail: str) -> Attempt:
         """413 / 400: split until each part is taken; a single event the collector cannot take is set aside."""
+        if status == 400:
+            unparseable = self._set_aside_unparseable(batch, f"the collector refused its batch (400): {detail}")
+            if unparseable:
+                return Attempt(len(batch), 0, 0.0, status, dead=unparseable)
         if len(batch) > 1:
             half = len(batch) // 2
             first = self._send(batch[:half])
@@ -231,13 +251,10 @@ class Shipper:
                 dead=first.dead + second.dead,
             )
         event = batch[0]
-        if status == 413:
-            reason = f"collector refused the event as too large (413): {detail}"
-        elif not _is_json(event.body):
-            reason = f"the spooled event is not JSON; the collector refused it (400): {detail}"
-        else:
-            # The event is well-formed, so the fault is not in it: keep it and let an operator see the error.
+        if status == 400:
+            # The event is one JSON value, so the fault is not in it: keep it and let an operator see the error.
             return self._failed(1, status, f"collector refused a batch of one event (400): {detail}", None)
+        reason = f"collector refused the event as too large (413): {detail}"
         self.spool.dead_letter([(event.seq, reason)])
         self.stats.dead_lettered += 1
         self._failures = 0
@@ -285,7 +302,7 @@ class Shipper:
             attempt = self.ship_once(force=True)
             if attempt.idle:
                 return True
-            if not attempt.done:
+            if not attempt.done and attempt.acked + attempt.dead == 0:
                 return False
         return False
 

@@ -8,6 +8,7 @@ import gzip
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,6 +250,22 @@ def test_a_spooled_entry_that_is_not_json_is_dead_lettered_and_does_not_block_th
     assert "not JSON" in reason
 
 
+def test_an_entry_holding_two_json_values_is_set_aside_instead_of_shifting_the_acknowledgement(
+        spool: Spool, collector: InProcessCollector, clock: Clock) -> None:
+    shipper = make_shipper(spool, collector, clock)
+    before = put_valid(spool, 3)
+    smuggled = b",".join(body for _, body in [spooled(query_event()), spooled(query_event())])
+    spool.put([("two-in-one", smuggled)])
+    after = put_valid(spool, 3)
+    first = shipper.ship_once(force=True)
+    assert (first.acked, first.dead) == (0, 1)  # the collector counted 8 events in a batch of 7
+    assert shipper.drain(clock.now + 1)
+    assert set(before + after) <= set(collector.stored_ids())
+    assert [eid for eid, _ in spool.dead_letters()] == ["two-in-one"]
+    st = spool.stats()
+    assert (st.depth, st.acked, st.dead) == (0, 6, 1)
+
+
 def test_malformed_events_go_to_the_dead_table_with_the_collectors_reason(spool: Spool, collector: InProcessCollector,
                                                                           clock: Clock) -> None:
     shipper = make_shipper(spool, collector, clock)
@@ -293,7 +310,7 @@ def test_an_answer_lost_after_commit_is_resent_and_stored_once(spool: Spool, col
     assert spool.stats().acked == 6
 
 
-def test_401_keeps_every_event_and_delivers_once_the_credential_is_fixed(tmp_path: Path, clock: Clock) -> None:
+def test_401_keeps_every_event_and_delivers_once_the_credential_is_fixed(tmp_path: Path) -> None:
     real = Collector(tmp_path / "collector", f"sqlite:///{tmp_path / 'custos.db'}")
     try:
         real.upgrade()
@@ -309,7 +326,7 @@ def test_401_keeps_every_event_and_delivers_once_the_credential_is_fixed(tmp_pat
             assert attempt.wait == 15.0  # a refused credential waits near backoff_max, not base
             assert spool.stats().depth == 5
             good = Shipper(spool, ShipConfig(url=real.url, token=token))
-            assert good.drain(clock() + 30)
+            assert good.drain(time.time() + 30)
             good.close()
             assert spool.stats().acked == 5
         api = real.api_token("reader")
