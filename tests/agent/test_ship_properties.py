@@ -140,7 +140,7 @@ class SpoolAndShipper(RuleBasedStateMachine):
 
 
 SpoolAndShipper.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=40, deadline=None,
+    max_examples=75, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_spool_and_shipper_never_lose_or_repeat_an_event = SpoolAndShipper.TestCase
