@@ -62,6 +62,7 @@ class DatabaseSection(_Section):
 
 class RulesSection(_Section):
     dir: str | None = None  # the site's own rule files, beside the built-in set
+    enabled: bool = True  # evaluate rules on ingested events (a worker thread beside ingest)
 
 
 class CollectorConfig(_Section):

@@ -18,6 +18,7 @@ Customer names become keys with `test_key` (a plain SHA-256, for tests only; pro
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping
@@ -181,7 +182,7 @@ def run_case(rule: Rule, case: RuleTest, base_doc: Mapping[str, Any] | None = No
     try:
         ctx = test_context(base_doc, case.context)
         events = build_events(case.events)
-        engine = Engine([rule], ctx, MemoryState(ctx.assignments))
+        engine = Engine([dataclasses.replace(rule, enabled=True)], ctx, MemoryState(ctx.assignments))
         alerts = engine.run(events)
         if case.now is not None:
             alerts += engine.tick(_parse_time(case.now), started=events[0].ts if events else None)
