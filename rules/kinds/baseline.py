@@ -71,12 +71,13 @@ class BaselineRule(Rule):
     floor: float = 0.0
     k: float = 3.0
     percentile: float = 99.0
+    margin: float = 1.25  # the percentile term is multiplied by this: a new maximum needs to be clearly new
     compare: str = "own"
     peers: Peers = field(default_factory=Peers)
 
     kind: ClassVar[str] = "baseline"
     FIELDS: ClassVar[set[str]] = {"measure", "bucket", "span", "history", "learning", "min_active", "floor", "k",
-                                  "percentile", "compare", "peers"}
+                                  "percentile", "margin", "compare", "peers"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,7 +100,8 @@ class BaselineRule(Rule):
             "span": r.take("span", whole, 1), "history": r.take("history", whole, 30),
             "learning": r.take("learning", whole, 7), "min_active": r.take("min_active", whole, 3),
             "floor": r.take("floor", non_negative, 0.0), "k": r.take("k", positive, 3.0),
-            "percentile": r.take("percentile", positive, 99.0), "compare": r.take("compare", choice(*COMPARE), "own"),
+            "percentile": r.take("percentile", positive, 99.0), "margin": r.take("margin", positive, 1.25),
+            "compare": r.take("compare", choice(*COMPARE), "own"),
             "peers": r.take("peers", _peers, Peers()),
         }
 
@@ -167,7 +169,7 @@ class BaselineEvaluator(Evaluator):
             result: tuple[float | None, float] = (None, median(hist))
         else:
             med = median(hist)
-            result = (max(r.floor, percentile(hist, r.percentile), r.k * med), med)
+            result = (max(r.floor, r.margin * percentile(hist, r.percentile), r.k * med), med)
         self.own_cache[group] = (b, s.version, *result)
         return result
 
