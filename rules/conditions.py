@@ -108,13 +108,31 @@ def _make_in(get: Getter, value: Any, ctx: Context) -> Predicate:
     return pred
 
 
+def _cached(test: Callable[[str], bool]) -> Callable[[Any], bool]:
+    """Statements and program names repeat endlessly: remember the answer for each text seen."""
+    seen: dict[str, bool] = {}
+
+    def check(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        hit = seen.get(v)
+        if hit is None:
+            if len(seen) > 20_000:
+                seen.clear()
+            hit = seen[v] = test(v)
+        return hit
+    return check
+
+
 def _make_glob(get: Getter, value: Any, ctx: Context) -> Predicate:
     pats = [re.compile(fnmatch.translate(p)) for p in _resolve(value, ctx)]
-    return lambda f: _any(get(f), lambda v: isinstance(v, str) and any(p.match(v) for p in pats))
+    check = _cached(lambda v: any(p.match(v) for p in pats))
+    return lambda f: _any(get(f), check)
 
 
 def _make_regex(get: Getter, value: Any, ctx: Context) -> Predicate:
-    return lambda f: _any(get(f), lambda v: isinstance(v, str) and value.search(v) is not None)
+    check = _cached(lambda v: value.search(v) is not None)
+    return lambda f: _any(get(f), check)
 
 
 def _compare(op: Callable[[Any, Any], bool]) -> Callable[[Getter, Any, Context], Predicate]:

@@ -41,6 +41,15 @@ class Context:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     _site_cache: dict[str, str | None] = field(default_factory=dict, repr=False)
     _person_calendars: dict[str, Calendar] = field(default_factory=dict, repr=False)
+    # compiled filters and allowlists, shared by the rules that have equal ones: (memo key, predicate)
+    compiled: dict[Any, tuple[int, Any]] = field(default_factory=dict, repr=False)
+
+    def shared(self, part: Any, compile: Any) -> tuple[int, Any]:
+        """One compiled predicate per distinct filter or allowlist, with a key for per-event memos."""
+        hit = self.compiled.get(part)
+        if hit is None:
+            hit = self.compiled[part] = (len(self.compiled), compile(self))
+        return hit
 
     def list(self, name: str) -> frozenset[str]:
         return self.lists.get(name, frozenset())

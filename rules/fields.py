@@ -27,7 +27,7 @@ Getter = Callable[["Fact"], Any]
 class Fact:
     """One event under evaluation. Built by the engine; rules read it through compiled getters."""
 
-    __slots__ = ("event", "kind", "t", "payload", "person", "who", "site", "origin", "local_day")
+    __slots__ = ("event", "kind", "t", "payload", "person", "who", "site", "origin", "memo", "system")
 
     def __init__(self, event: Envelope, kind: str, person: Person | None, who: str, origin: str | None,
                  site: str | None) -> None:
@@ -39,6 +39,8 @@ class Fact:
         self.who = who
         self.origin = origin
         self.site = site
+        self.memo: dict[Any, bool] = {}  # results of filters and allowlists that several rules share
+        self.system = kind == "db.query" and self.payload.system  # a database-internal read: nobody's
 
     @property
     def id(self) -> str:
@@ -47,10 +49,6 @@ class Fact:
     @property
     def ts(self) -> dt.datetime:
         return self.event.ts
-
-    @property
-    def system(self) -> bool:
-        return bool(getattr(self.payload, "system", False))
 
     @property
     def rows(self) -> int:

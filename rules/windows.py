@@ -15,15 +15,17 @@ MAX_EVIDENCE = 50
 class Window:
     """Entries (time, amount, item, event id) sorted by time; aggregates over any (start, end] span."""
 
-    __slots__ = ("ts", "amounts", "items", "eids")
+    __slots__ = ("ts", "amounts", "items", "eids", "sum_all")
 
     def __init__(self) -> None:
+        self.sum_all = 0.0  # the sum of every amount kept: when even that is under a limit, no span can reach it
         self.ts: list[float] = []
         self.amounts: list[float] = []
         self.items: list[str | None] = []
         self.eids: list[str] = []
 
     def add(self, t: float, amount: float, item: str | None, eid: str) -> None:
+        self.sum_all += amount
         if not self.ts or t >= self.ts[-1]:
             self.ts.append(t)
             self.amounts.append(amount)
@@ -57,6 +59,7 @@ class Window:
     def prune(self, before: float) -> None:
         i = bisect_left(self.ts, before)
         if i:
+            self.sum_all -= sum(self.amounts[:i])
             del self.ts[:i], self.amounts[:i], self.items[:i], self.eids[:i]
 
     def __len__(self) -> int:
@@ -69,6 +72,7 @@ class Window:
     def load(cls, doc: Any) -> Window:
         w = cls()
         w.ts, w.amounts, w.items, w.eids = doc["t"], doc["a"], doc["i"], doc["e"]
+        w.sum_all = float(sum(w.amounts))
         return w
 
 
@@ -78,10 +82,12 @@ class Series:
     `value(b)` is the measure for the span ending at bucket b; history is the values of earlier buckets.
     """
 
-    __slots__ = ("first", "totals", "sets", "last_bucket", "per_bucket", "version", "roll_bucket", "roll_value")
+    __slots__ = ("first", "newest", "totals", "sets", "last_bucket", "per_bucket", "version", "roll_bucket",
+                 "roll_value")
 
     def __init__(self) -> None:
         self.first: int | None = None
+        self.newest: int | None = None
         self.totals: dict[int, float] = {}
         self.sets: dict[int, set[str]] = {}
         # rolling distinct over a span: each item counts in the bucket it was last seen in
@@ -125,7 +131,9 @@ class Series:
     def _touch(self, b: int) -> None:
         if self.first is None or b < self.first:
             self.first = b
-        if self.totals and b < max(self.totals):
+        if self.newest is None or b > self.newest:
+            self.newest = b
+        elif b < self.newest:
             self.version += 1
 
     def value(self, b: int, span: int, rolling_distinct: bool) -> float:
@@ -136,8 +144,10 @@ class Series:
         return float(sum(self.totals.get(x, 0) for x in range(b - span + 1, b + 1)))
 
     def history(self, b: int, buckets: int, span: int, rolling_distinct: bool) -> list[float]:
-        """Values of the active buckets in [b - buckets, b): the person's own past."""
-        return [self.value(x, span, rolling_distinct) for x in range(b - buckets, b) if x in self.totals]
+        """Values of the active buckets in [b - buckets, b): the person's own past. For a rolling span, only
+        spans that do not overlap the current one count, so a slow rise does not become its own baseline."""
+        end = b if span == 1 else b - span + 1
+        return [self.value(x, span, rolling_distinct) for x in range(b - buckets, end) if x in self.totals]
 
     def prune(self, before: int) -> None:
         for b in [b for b in self.totals if b < before]:
@@ -162,6 +172,7 @@ class Series:
         s.last_bucket = {k: int(v) for k, v in doc["l"].items()}
         s.per_bucket = {int(b): int(v) for b, v in doc["p"]}
         s.roll_bucket, s.roll_value = doc.get("rb"), float(doc.get("rv", 0.0))
+        s.newest = max(s.totals) if s.totals else None
         return s
 
 

@@ -59,9 +59,15 @@ class AbsenceEvaluator(Evaluator):
 
     def observe(self, f: Fact, state: State) -> Alert | None:
         group = self.group(f)
-        p: Presence = state.slot(self.id, "presence", group, Presence)
         t = f.t
-        if self.pred is None or self.pred(f):
+        expected = self.pred is None or self.pred(f)
+        if expected:
+            seen = state.peek(self.id, "presence", group)
+            if seen is not None and seen.alerted is None and seen.expected is not None and \
+                    seen.expected <= t < seen.expected + 10:
+                return None  # already known to be alive this very moment: spare the state a write
+        p: Presence = state.slot(self.id, "presence", group, Presence)
+        if expected:
             if p.expected is None or t > p.expected:
                 p.expected = t
                 p.label = f.event.host

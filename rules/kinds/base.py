@@ -27,6 +27,11 @@ class Evaluator:
         self.ctx = ctx
         self.pred = rule.filter.compile(ctx) if rule.filter is not None else None
         self.allowed = rule.allow.compile(ctx)
+        self.pred_key, shared_pred = ctx.shared(rule.filter, rule.filter.compile) if rule.filter is not None \
+            else (-1, None)
+        self.allow_key, shared_allow = ctx.shared(rule.allow, rule.allow.compile)
+        self._shared_pred, self._shared_allow = shared_pred, shared_allow
+        self.skip_system = not rule.include_system
         getters = [compile_field(p) for p in rule.group_by]
         if rule.group_by == ("person",):
             self.group = lambda f: f.who
@@ -39,11 +44,19 @@ class Evaluator:
             self.group = lambda f: "|".join(_text(g(f)) for g in getters)
 
     def accepts(self, f: Fact) -> bool:
-        if f.kind == "db.query" and not self.rule.include_system and f.payload.system:
+        if f.system and self.skip_system:
             return False  # database-internal reads (foreign-key checks) are nobody's reads
-        if self.pred is not None and not self.pred(f):
-            return False
-        return not self.allowed(f)
+        memo = f.memo
+        if self._shared_pred is not None:
+            hit = memo.get(self.pred_key)
+            if hit is None:
+                hit = memo[self.pred_key] = self._shared_pred(f)
+            if not hit:
+                return False
+        allowed = memo.get(self.allow_key)
+        if allowed is None:
+            allowed = memo[self.allow_key] = self._shared_allow(f)
+        return not allowed
 
     def observe(self, f: Fact, state: State) -> Alert | None:
         raise NotImplementedError

@@ -4,6 +4,7 @@ if asked, above their peer group's (team's) pooled history too. The alert says b
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -118,6 +119,11 @@ class BaselineEvaluator(Evaluator):
         self.own_cache: dict[str, tuple[int, int, float | None, float]] = {}
         self.peer_cache: dict[str, tuple[int, float | None, float]] = {}
         self.members: dict[str, set[str]] = {}
+        self.last_value: dict[str, tuple[int, float]] = {}
+        # rules that count the same thing the same way (own and peer spikes) share one series in the state
+        signature = repr((rule.filter, rule.allow, rule.group_by, rule.include_system, rule.measure, rule.bucket,
+                          rule.span, rule.history))
+        self.series_id = "series:" + hashlib.sha1(signature.encode()).hexdigest()[:16]
         self.hour_bucket = rule.bucket == "hour"
         self._day_cache: dict[tuple[str, int], int] = {}
 
@@ -184,7 +190,7 @@ class BaselineEvaluator(Evaluator):
         for member in self.members.get(team, ()):
             if member == group:
                 continue
-            s = state.peek(self.id, "series", member)
+            s = state.peek(self.series_id, "series", member)
             if s is None:
                 continue
             hist = s.history(b, r.history, r.span, self.rolling)
@@ -202,9 +208,12 @@ class BaselineEvaluator(Evaluator):
     def observe(self, f: Fact, state: State) -> Alert | None:
         r = self.rule
         group = self.group(f)
-        s: Series = state.slot(self.id, "series", group, Series)
+        s: Series = state.slot(self.series_id, "series", group, Series)
         b = self.bucket_of(f)
-        if not self._add(s, b, f):
+        added = f.memo.get(self.series_id)
+        if added is None:
+            added = f.memo[self.series_id] = self._add(s, b, f)  # type: ignore[index]
+        if not added:
             return None
         team = f.person.team if f.person is not None else None
         if team and r.compare != "own":
@@ -212,7 +221,10 @@ class BaselineEvaluator(Evaluator):
         if s.totals and len(s.totals) > r.history + r.span + 2:
             s.prune(b - r.history - r.span - 1)
         value = s.value(b, r.span, self.rolling)
-        if value <= r.floor or self.suppressed(state, group, f.t):
+        if value <= r.floor or self.last_value.get(group) == (b, value):
+            return None  # nothing new to judge: the value did not change since this group was last judged
+        self.last_value[group] = (b, value)
+        if self.suppressed(state, group, f.t):
             return None
         measures: dict[str, Any] = {"value": value}
         if r.compare in ("own", "own_and_peers"):

@@ -67,12 +67,28 @@ class FirstSeenEvaluator(Evaluator):
         self.only = ctx.list(rule.only.name) if rule.only is not None else None
         self.new = "new" in rule.alert_on
         self.dormant = "dormant" in rule.alert_on
+        self.fresh = min(3600.0, rule.dormant_after / 2)  # how stale a last-seen time may get before we write it
+
+    def _all_recent(self, seen: Seen, f: Fact, t: float) -> bool:
+        values = seen.values
+        for path, get in self.getters:
+            raw = get(f)
+            for v in raw if isinstance(raw, list) else (raw,):
+                if v is None or v == "" or (self.only is not None and v not in self.only):
+                    continue
+                rec = values.get(f"{path}={v}")
+                if rec is None or not rec[0] <= t <= rec[1] + self.fresh:
+                    return False
+        return True
 
     def observe(self, f: Fact, state: State) -> Alert | None:
         r = self.rule
         group = self.group(f)
-        seen: Seen = state.slot(self.id, "seen", group, Seen)
         t = f.t
+        known = state.peek(self.id, "seen", group)
+        if known is not None and known.since is not None and known.since <= t and self._all_recent(known, f, t):
+            return None  # nothing new, nothing dormant, last-seen times fresh enough: no state to change
+        seen: Seen = state.slot(self.id, "seen", group, Seen)
         if seen.since is None or t < seen.since:
             seen.since = t
         learned = t - seen.since >= r.learning

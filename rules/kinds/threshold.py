@@ -101,9 +101,10 @@ class ThresholdEvaluator(Evaluator):
             if not amount:
                 return None
             w.add(t, amount, None, eid)
-        w.prune(w.ts[-1] - self.keep)
-        if self.suppressed(state, group, t):
-            return None
+        if w.ts[0] < t - self.keep:
+            w.prune(w.ts[-1] - self.keep)
+        if (len(w) if self.distinct else w.sum_all) < self.limit or self.suppressed(state, group, t):
+            return None  # (even everything kept is under the limit: no window can reach it)
         lo, hi = w.span(t - self.window, t)
         value = w.distinct(lo, hi) if self.distinct else w.total(lo, hi)
         if value < self.limit:
