@@ -201,7 +201,7 @@ class BaselineEvaluator(Evaluator):
             result: tuple[float | None, float] = (None, median(pooled))
         else:
             med = median(pooled)
-            result = (max(p.floor, percentile(pooled, p.percentile), p.k * med), med)
+            result = (max(p.floor, r.margin * percentile(pooled, p.percentile), p.k * med), med)
         self.peer_cache[key] = (b, *result)
         return result
 
