@@ -83,7 +83,8 @@ def bench_latency(seconds: float, rate: int, database: str) -> None:
         site.mkdir()
         canary = test_key("canary")
         (site / "context.yaml").write_text(f"context:\n  lists:\n    honeytokens: [{canary}]\n")
-        (work / "collector.toml").write_text(f"[rules]\ndir = \"{site}\"\nenabled = {os.environ.get('BENCH_RULES', 'true')}\n")
+        (work / "collector.toml").write_text(f"[rules]\ndir = \"{site}\"\nenabled = {os.environ.get('BENCH_RULES', 'true')}\n"
+                                              f"worker = \"{os.environ.get('BENCH_WORKER', 'thread')}\"\n")
         collector = Collector(work / "c", url, config=work / "collector.toml")
         try:
             collector.upgrade()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from sqlalchemy import Engine, or_, select
@@ -106,12 +107,17 @@ class RuleRuntime:
             log.exception("final rule-state checkpoint failed")
 
     def _run(self) -> None:
+        self.serve(self._wake, self._stop)
+
+    def serve(self, wake: Any, stop: Any) -> None:
+        """The worker loop: wait for `wake` (or the poll interval), evaluate, tick, checkpoint; until `stop`.
+        Both are threading or multiprocessing events."""
         backoff = 0.5
-        while not self._stop.is_set():
-            self._wake.wait(self.poll)
-            self._wake.clear()
+        while not stop.is_set():
+            wake.wait(self.poll)
+            wake.clear()
             try:
-                while not self._stop.is_set() and self.drain_once():
+                while not stop.is_set() and self.drain_once():
                     pass
                 self.maybe_tick()
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
@@ -120,7 +126,7 @@ class RuleRuntime:
             except Exception:  # noqa: BLE001 - the worker must not die; the store may be briefly unreachable
                 self.stats.failures += 1
                 log.exception("rule evaluation pass failed; retrying in %.1fs", backoff)
-                self._stop.wait(backoff)
+                stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
     # -- work --------------------------------------------------------------------------------------------------
@@ -207,11 +213,18 @@ class RuleRuntime:
             pass
 
 
-def rule_runtime(config: CollectorConfig, engine: Engine) -> RuleRuntime | None:
-    """The collector's rule runtime: built-in rules plus the site's (`[rules] dir`), or None when disabled.
-    Invalid rule files stop the collector here, listing every problem."""
+def rule_runtime(config: CollectorConfig, engine: Engine) -> RuleRuntime | Any | None:
+    """The collector's rule runtime: built-in rules plus the site's (`[rules] dir`), as a thread (default) or a
+    process of its own (`[rules] worker = "process"`), or None when disabled. Invalid rule files stop the
+    collector here, listing every problem."""
     if not config.rules.enabled:
         return None
     from rules.parse import load_rules_strict
 
-    return RuleRuntime(engine, load_rules_strict([config.rules.dir] if config.rules.dir else []))
+    dirs = [config.rules.dir] if config.rules.dir else []
+    ruleset = load_rules_strict(dirs)
+    if config.rules.worker == "process":
+        from collector.rules_process import RuleProcess
+
+        return RuleProcess(config.database.url, dirs)
+    return RuleRuntime(engine, ruleset)

@@ -98,8 +98,11 @@ def test_a_replayed_alert_within_the_suppression_period_is_not_stored_again(db) 
     assert count_rows(db, alerts_table) == 1
 
 
-def test_an_event_posted_to_the_collector_becomes_an_alert(tmp_path: Path, sqlite_url: str) -> None:
-    collector = Collector(tmp_path / "c", sqlite_url)
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_an_event_posted_to_the_collector_becomes_an_alert(tmp_path: Path, sqlite_url: str, worker: str) -> None:
+    config = tmp_path / "collector.toml"
+    config.write_text(f'[rules]\nworker = "{worker}"\n')
+    collector = Collector(tmp_path / "c", sqlite_url, config=config)
     try:
         collector.upgrade()
         token = collector.enroll("proxy-1")
