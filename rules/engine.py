@@ -54,6 +54,8 @@ class Engine:
         self.evaluated = 0
         self.alerts = 0
         self.watermark: float | None = None
+        self.swept_at: float | None = None
+        self.sweep_every = 600.0  # event-time seconds between sweeps of stale state
 
     # -- identity -----------------------------------------------------------------------------------------------
 
@@ -152,4 +154,21 @@ class Engine:
                 self.errors[ev.id] += 1
                 log.exception("rule %s failed on a clock tick", ev.id)
         self.alerts += len(out)
+        if self.swept_at is None or t - self.swept_at >= self.sweep_every:
+            self.sweep(min(t, self.watermark) if self.watermark is not None else t)
         return out
+
+    def sweep(self, now: float) -> int:
+        """Drop windows, sequence steps and socket ties that no event at or after `now` can use."""
+        self.swept_at = now
+        dropped = 0
+        for ev in self.evaluators:
+            try:
+                dropped += ev.sweep(now, self.state)
+            except Exception:  # noqa: BLE001
+                self.errors[ev.id] += 1
+                log.exception("rule %s failed to sweep its state", ev.id)
+        old = [g for g, tie in self.state.groups(IDENTITY, "mark") if tie.value[2] < now - TIE_TTL]
+        for g in old:
+            self.state.drop(IDENTITY, "mark", g)
+        return dropped + len(old)

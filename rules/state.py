@@ -29,6 +29,9 @@ class State(Protocol):
     def touch(self, rule_id: str, part: str, group: str) -> None:
         """Mark a slot changed (after changing one obtained through `groups` or `peek`)."""
 
+    def drop(self, rule_id: str, part: str, group: str) -> None:
+        """Forget a slot (a window gone stale, an old socket tie)."""
+
     def assignments(self, staff_id: str) -> frozenset[str] | None:
         """The customer keys in a person's work assignment, or None when the person has no assignment."""
 
@@ -60,6 +63,11 @@ class MemoryState:
 
     def touch(self, rule_id: str, part: str, group: str) -> None:
         self.dirty.add((rule_id, part, group))
+
+    def drop(self, rule_id: str, part: str, group: str) -> None:
+        groups = self.data.get((rule_id, part))
+        if groups is not None and groups.pop(group, None) is not None:
+            self.dirty.add((rule_id, part, group))
 
     def assignments(self, staff_id: str) -> frozenset[str] | None:
         return self._assignments.get(staff_id)

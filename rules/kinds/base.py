@@ -64,6 +64,10 @@ class Evaluator:
     def tick(self, now: float, started: float, state: State) -> list[Alert]:
         return []
 
+    def sweep(self, now: float, state: State) -> int:
+        """Forget state no event can use any more; returns how many slots were dropped."""
+        return 0
+
     # -- helpers -------------------------------------------------------------------------------------------------
 
     def suppressed(self, state: State, group: str, t: float) -> bool:

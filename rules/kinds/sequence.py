@@ -90,6 +90,14 @@ class SequenceEvaluator(Evaluator):
                        [compile_field(p) for p in s.same]) for s in rule.steps]
         self.n = len(self.steps)
 
+    def sweep(self, now: float, state: State) -> int:
+        keep = self.rule.window + 2 * 86400
+        stale = [g for g, st in state.groups(self.id, "steps")
+                 if all(m[0] < now - keep for step in st.matched for m in step)]
+        for g in stale:
+            state.drop(self.id, "steps", g)
+        return len(stale)
+
     def accepts(self, f: Fact) -> bool:
         return super().accepts(f) and any(f.kind in kinds and (p is None or p(f)) for kinds, p, _ in self.steps)
 

@@ -81,6 +81,12 @@ class ThresholdEvaluator(Evaluator):
         self.items = {"distinct_customers": lambda f: [k[:KEY_CHARS] for k in f.customer_keys],
                       "distinct_tables": lambda f: getattr(f.payload, "tables_read", None) or []}.get(agg)
 
+    def sweep(self, now: float, state: State) -> int:
+        stale = [g for g, w in state.groups(self.id, "window") if not w.ts or w.ts[-1] < now - self.keep]
+        for g in stale:
+            state.drop(self.id, "window", g)
+        return len(stale)
+
     def accepts(self, f: Fact) -> bool:
         if not super().accepts(f):
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from rules.engine import Engine
@@ -97,3 +98,45 @@ def test_state_dumped_and_loaded_midway_gives_the_same_alerts_as_one_run() -> No
 def test_evaluating_the_same_events_again_gives_the_same_alert_ids() -> None:
     events = _scenario()
     assert [a.alert_id for a in engine().run(events)] == [a.alert_id for a in engine().run(events)]
+
+
+def test_a_sweep_forgets_stale_windows_and_socket_ties_but_keeps_fresh_ones() -> None:
+    eng = engine(["custos.bulk_sensitive_read"])
+    eng.run(build_events([
+        {"kind": "db.session", "actor": {"os_user": "tina"}, "source": {"type": "staff"}, "at": "2026-03-01T09:00:00Z",
+         "payload": {"phase": "start", "client_addr": "10.1.0.9", "client_port": 50111}},
+        {"who": "alice", "rows": 10, "classes": ["phone"], "at": "2026-03-01T09:00:00Z"},
+        {"who": "bob", "rows": 10, "classes": ["phone"], "at": "2026-03-04T09:00:00Z"},
+    ]))
+    state = eng.state
+    assert eng.sweep(dt.datetime(2026, 3, 4, 10, tzinfo=dt.timezone.utc).timestamp()) == 2
+    assert state.peek("custos.bulk_sensitive_read", "window", "alice") is None
+    assert state.peek("custos.bulk_sensitive_read", "window", "bob") is not None
+    assert state.peek("_identity", "mark", "10.1.0.9:50111") is None
+    assert ("custos.bulk_sensitive_read", "window", "alice") in state.dirty  # a store deletes its row
+
+
+def test_an_approved_batch_window_allows_its_account_only_in_its_hours(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "r.yaml").write_text(
+        "id: site.any_card_read\ntitle: Any card read\nkind: match\nseverity: low\ntags: [T1213]\n"
+        "events: [db.query]\nfilter: {sensitive: [card_number]}\nsuppress: 0s\n"
+        "allow:\n  windows: [{hours: 'mon-fri 01:00-05:00', tz: Europe/Vilnius, accounts: [bob]}]\n")
+    rs = load_rules([tmp_path], builtin=False)
+    ctx = test_context(rs.context_doc)
+    eng = Engine(rs.rules, ctx, MemoryState())
+    alerts = eng.run(build_events([
+        {"who": "bob", "classes": ["card_number"], "at": "2026-03-03T00:30:00Z"},   # 02:30 Vilnius: approved
+        {"who": "bob", "classes": ["card_number"], "at": "2026-03-03T09:30:00Z"},   # 11:30: not in the window
+        {"who": "alice", "classes": ["card_number"], "at": "2026-03-03T00:31:00Z"},  # not her window
+    ]))
+    assert [(a.staff_id, a.ts.hour) for a in alerts] == [("bob", 9), ("alice", 0)]
+
+
+def test_the_rules_package_imports_neither_the_collector_nor_a_web_framework() -> None:
+    import subprocess
+    import sys
+    code = ("import sys, rules, rules.engine, rules.parse, rules.testing, rules.scenario; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('collector', 'fastapi', 'starlette', 'sqlalchemy')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
