@@ -42,18 +42,34 @@ def _any(value: Any, test: Callable[[Any], bool]) -> bool:
     return value is not None and test(value)
 
 
+_SCALARS = (str, int, float, bool)
+
+
+def _scalar(value: Any) -> Any:
+    if value is not None and not isinstance(value, _SCALARS):
+        raise ValueError("must be a plain value (text, number, true/false)")
+    return value
+
+
 def _scalar_or_list(value: Any) -> Any:
-    if isinstance(value, (Mapping, set)):
-        raise ValueError("must be a value or a list of values")
-    return tuple(value) if isinstance(value, list) else value
+    if isinstance(value, list):
+        return tuple(_scalar(v) for v in value)
+    return _scalar(value)
 
 
 def _values(value: Any) -> Any:
     if isinstance(value, ListRef):
         return value
-    if isinstance(value, list):
-        return tuple(value)
-    return (value,)
+    return tuple(_scalar(v) for v in value) if isinstance(value, list) else (_scalar(value),)
+
+
+def _patterns(value: Any) -> Any:
+    if isinstance(value, ListRef):
+        return value
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in items):
+        raise ValueError("takes text patterns such as public.* or pg_dump*")
+    return tuple(items)
 
 
 def _number(value: Any) -> Any:
@@ -102,9 +118,12 @@ def _make_in(get: Getter, value: Any, ctx: Context) -> Predicate:
 
     def pred(f: Fact) -> bool:
         v = get(f)
-        if isinstance(v, list):
-            return not allowed.isdisjoint(v)
-        return v in allowed
+        if isinstance(v, (list, dict)):
+            return not allowed.isdisjoint(v)  # a list's elements, a mapping's keys
+        try:
+            return v in allowed
+        except TypeError:  # an object (payload.process) is in no list of values
+            return False
     return pred
 
 
@@ -125,7 +144,7 @@ def _cached(test: Callable[[str], bool]) -> Callable[[Any], bool]:
 
 
 def _make_glob(get: Getter, value: Any, ctx: Context) -> Predicate:
-    pats = [re.compile(fnmatch.translate(p)) for p in _resolve(value, ctx)]
+    pats = [re.compile(fnmatch.translate(str(p))) for p in _resolve(value, ctx)]
     check = _cached(lambda v: any(p.match(v) for p in pats))
     return lambda f: _any(get(f), check)
 
@@ -187,13 +206,13 @@ OPERATORS: dict[str, Operator] = {
     "equals": Operator(_scalar_or_list, _make_equals, True),
     "in": Operator(_values, _make_in, True),
     "intersects": Operator(_values, _make_in, True),
-    "glob": Operator(_values, _make_glob, True),
+    "glob": Operator(_patterns, _make_glob, True),
     "regex": Operator(_regex, _make_regex),
     "gt": Operator(_number, _compare(lambda a, b: a > b)),
     "gte": Operator(_number, _compare(lambda a, b: a >= b)),
     "lt": Operator(_number, _compare(lambda a, b: a < b)),
     "lte": Operator(_number, _compare(lambda a, b: a <= b)),
-    "contains": Operator(lambda v: v, _make_contains),
+    "contains": Operator(_scalar, _make_contains),
     "contains_all": Operator(_values, _make_contains_all, True),
     "exists": Operator(_bool, _make_exists),
     "cidr": Operator(_networks, _make_cidr),
