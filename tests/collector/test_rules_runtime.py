@@ -132,3 +132,34 @@ def test_an_event_posted_to_the_collector_becomes_an_alert(tmp_path: Path, sqlit
             engine.dispose()
     finally:
         collector.close()
+
+
+def test_an_event_committed_after_a_later_seq_is_still_evaluated(pg_url: str) -> None:
+    """On PostgreSQL a transaction can take seq N and commit after another took N+1 and committed: the worker
+    remembers the hole and evaluates N when it appears."""
+    from sqlalchemy import insert
+
+    from collector.db import events as events_table
+
+    engine = make_engine(pg_url)
+    try:
+        upgrade(engine)
+        rt = runtime(engine)
+        slow, fast = bulk("2026-03-02T10:00:00Z", 6000, "alice"), bulk("2026-03-02T10:00:00Z", 6000, "bob")
+
+        def row(ev):  # type: ignore[no-untyped-def]
+            return {"event_id": ev.id, "kind": "db.query", "ts": ev.ts, "received_at": ev.ts, "agent": "proxy-1",
+                    "host": ev.host, "source_type": "proxy", "db_user": ev.actor.db_user, "body": encode(ev).decode()}
+        with engine.connect() as first:
+            tx = first.begin()
+            first.execute(insert(events_table), [row(slow[0])])  # takes the lower seq, not yet committed
+            EventStore(engine).insert(fast, agent="proxy-1")  # takes the next seq and commits
+            rt.drain()
+            assert [a.group_key for a in AlertStore(engine).list()] == ["db:bob"]
+            assert len(rt.holes) == 1
+            tx.commit()
+        rt.drain()
+        assert sorted(a.group_key for a in AlertStore(engine).list()) == ["db:alice", "db:bob"]
+        assert rt.holes == {}
+    finally:
+        engine.dispose()
