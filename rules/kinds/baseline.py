@@ -130,6 +130,13 @@ class BaselineEvaluator(Evaluator):
     def bucket_of(self, f: Fact) -> int:
         if self.hour_bucket:
             return int(f.t // 3600)
+        day = f.memo.get("local_day")
+        if day is not None:
+            return day  # type: ignore[return-value]
+        f.memo["local_day"] = day = self._local_day(f)  # type: ignore[assignment]
+        return day
+
+    def _local_day(self, f: Fact) -> int:
         cal = self.ctx.calendar_for(f.person)
         key = (cal.tz, int(f.t // 3600))
         b = self._day_cache.get(key)
