@@ -47,7 +47,7 @@ class RuntimeStats:
 
 
 class RuleRuntime:
-    def __init__(self, engine: Engine, ruleset: RuleSet, *, checkpoint_every: float = 30.0, batch: int = 5000,
+    def __init__(self, engine: Engine, ruleset: RuleSet, *, checkpoint_every: float = 30.0, batch: int = 1000,
                  poll: float = 0.5, hole_ttl: float = 30.0, tick_every: float = 30.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.db = engine

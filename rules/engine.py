@@ -55,6 +55,7 @@ class Engine:
         self.alerts = 0
         self.watermark: float | None = None
         self.swept_at: float | None = None
+        self._tied_program: str | None = None
         self.sweep_every = 600.0  # event-time seconds between sweeps of stale state
 
     # -- identity -----------------------------------------------------------------------------------------------
@@ -68,7 +69,9 @@ class Engine:
             self.state.slot(IDENTITY, "mark", key, Mark).value = [os_user, program, event.ts.timestamp()]
 
     def resolve(self, event: Envelope, kind: str) -> tuple[Person | None, str, str | None]:
-        """(person or None, group key of the actor, origin address)."""
+        """(person or None, group key of the actor, origin address); `_tied_program` keeps the program a socket
+        tie named, for the fact being built."""
+        self._tied_program = None
         a = event.actor
         p = event.payload  # type: ignore[attr-defined]
         d = self.ctx.directory
@@ -83,7 +86,7 @@ class Engine:
             if port:
                 tie = self.state.peek(IDENTITY, "mark", f"{addr}:{port}")
                 if tie is not None and abs(event.ts.timestamp() - tie.value[2]) < TIE_TTL:
-                    os_user = tie.value[0]
+                    os_user, self._tied_program = tie.value[0], tie.value[1]
         if os_user:
             person = d.by_os_user(os_user)
         if person is None and a.end_user:
@@ -105,7 +108,9 @@ class Engine:
     def fact(self, event: Envelope) -> Fact:
         kind = _KIND_OF[type(event)]
         person, who, origin = self.resolve(event, kind)
-        return Fact(event, kind, person, who, origin, self.ctx.site_of(origin))
+        f = Fact(event, kind, person, who, origin, self.ctx.site_of(origin))
+        f.tied_program = self._tied_program
+        return f
 
     def evaluate(self, event: Envelope | dict[str, Any]) -> list[Alert]:
         """Evaluate one event against every rule that reads its kind; the alerts it completed."""

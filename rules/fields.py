@@ -27,7 +27,8 @@ Getter = Callable[["Fact"], Any]
 class Fact:
     """One event under evaluation. Built by the engine; rules read it through compiled getters."""
 
-    __slots__ = ("event", "kind", "t", "payload", "person", "who", "site", "origin", "memo", "system")
+    __slots__ = ("event", "kind", "t", "payload", "person", "who", "site", "origin", "memo", "system",
+                 "tied_program")
 
     def __init__(self, event: Envelope, kind: str, person: Person | None, who: str, origin: str | None,
                  site: str | None) -> None:
@@ -41,6 +42,7 @@ class Fact:
         self.site = site
         self.memo: dict[Any, bool] = {}  # results of filters and allowlists that several rules share
         self.system = kind == "db.query" and self.payload.system  # a database-internal read: nobody's
+        self.tied_program: str | None = None  # the client program a staff agent saw on this socket
 
     @property
     def id(self) -> str:
@@ -83,7 +85,7 @@ class Fact:
         if name:
             return name  # type: ignore[no-any-return]
         proc = getattr(p, "process", None)
-        return proc.name if proc is not None else None
+        return proc.name if proc is not None else self.tied_program
 
 
 def _attr_chain(root: Callable[[Fact], Any], names: list[str]) -> Getter:

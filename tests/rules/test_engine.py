@@ -32,6 +32,7 @@ def test_a_staff_agents_session_ties_a_shared_db_account_to_the_person_at_the_ke
     ])
     (alert,) = eng.run(events)
     assert alert.staff_id == "tina" and alert.person_name == "Tina Egle"
+    assert eng.fact(events[1]).program == "psql"  # the program the staff agent saw, as the proxy cannot
 
 
 def test_a_shared_account_without_a_tie_names_the_account_not_a_person() -> None:
