@@ -163,3 +163,36 @@ def test_an_event_committed_after_a_later_seq_is_still_evaluated(pg_url: str) ->
         assert rt.holes == {}
     finally:
         engine.dispose()
+
+
+def test_a_killed_rule_worker_process_is_restarted_and_catches_up(tmp_path: Path, sqlite_url: str) -> None:
+    import os
+    import signal
+
+    import psutil
+
+    config = tmp_path / "collector.toml"
+    config.write_text('[rules]\nworker = "process"\n')
+    collector = Collector(tmp_path / "c", sqlite_url, config=config)
+    engine = make_engine(sqlite_url)
+    try:
+        collector.upgrade()
+        collector.start()
+        assert collector.proc is not None
+
+        def worker() -> psutil.Process | None:
+            for kid in psutil.Process(collector.proc.pid).children():  # type: ignore[union-attr]
+                try:
+                    if "spawn_main" in " ".join(kid.cmdline()) and kid.status() != psutil.STATUS_ZOMBIE:
+                        return kid
+                except psutil.Error:  # gone, or a zombie not yet reaped
+                    continue
+            return None
+        first = wait_for(worker, 20, "the rule worker process")
+        os.kill(first.pid, signal.SIGKILL)
+        wait_for(lambda: (w := worker()) is not None and w.pid != first.pid, 20, "a new rule worker process")
+        EventStore(engine).insert(bulk(dt.datetime.now(dt.timezone.utc).isoformat(), 6000), agent="proxy-1")
+        wait_for(lambda: AlertStore(engine).list(), 30, "an alert from the restarted worker")
+    finally:
+        engine.dispose()
+        collector.close()
