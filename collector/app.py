@@ -5,6 +5,7 @@
 import datetime as dt
 import logging
 import time
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import msgspec
@@ -21,6 +22,7 @@ from collector.config import CollectorConfig
 from collector.credentials import Principal
 from collector.ingest import BatchError, BodyTooLarge, gunzip, parse_batch
 from collector.metrics import Metrics
+from collector.rules_runtime import rule_runtime
 from collector.store import EventStore
 
 log = logging.getLogger("custos.collector")
@@ -62,6 +64,17 @@ class App:
         self.max_body = parse_size(config.server.max_body_bytes)
         self.max_batch = parse_size(config.server.max_batch_bytes)
         self.max_events = config.server.max_batch_events
+        self.rules = rule_runtime(config, engine)  # evaluates stored events in a worker (thread or process)
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI):  # type: ignore[no-untyped-def]
+        if self.rules is not None:
+            self.rules.start()
+        try:
+            yield
+        finally:
+            if self.rules is not None:
+                await run_in_threadpool(self.rules.stop)
 
     def principal(self, request: Request) -> Principal:
         header = request.headers.get("authorization", "")
@@ -98,6 +111,8 @@ class App:
             raise BodyTooLarge(f"the body is over {self.max_batch} bytes")
         parsed = parse_batch(body, self.max_events)
         result = self.store.insert([ev for _, ev in parsed.events], agent=agent)
+        if self.rules is not None and result.inserted:
+            self.rules.on_stored(len(result.inserted))  # only wakes the rule worker: cannot fail or block
         m = self.metrics
         m.events.labels("accepted").inc(len(result.inserted))
         m.events.labels("duplicate").inc(result.duplicates)
@@ -119,6 +134,7 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
         title="custos collector",
         version=__version__,
         description="Ingest of agent events, reads for analysts and scripts, health and metrics.",
+        lifespan=state.lifespan,
     )
     app.state.custos = state
     schemas = _components()

@@ -157,6 +157,14 @@ def tokens_revoke(ctx: Context, name: str) -> None:
     click.echo(f"API token {name} revoked")
 
 
+# -- rules, directory, assignments (collector/rules_cli.py) ------------------------------------------------------
+
+from collector.rules_cli import assignments_group, directory_group, rules_group  # noqa: E402
+
+cli.add_command(rules_group)
+cli.add_command(directory_group)
+cli.add_command(assignments_group)
+
 # -- demo -------------------------------------------------------------------------------------------------------
 
 

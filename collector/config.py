@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -62,6 +63,8 @@ class DatabaseSection(_Section):
 
 class RulesSection(_Section):
     dir: str | None = None  # the site's own rule files, beside the built-in set
+    enabled: bool = True  # evaluate rules on ingested events
+    worker: Literal["thread", "process"] = "thread"  # a process of its own does not share ingest's interpreter
 
 
 class CollectorConfig(_Section):

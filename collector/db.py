@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Engine,
     Index,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    PrimaryKeyConstraint,
     event,
 )
 from sqlalchemy.types import TypeDecorator
@@ -93,6 +95,90 @@ events = Table(
     Index("ix_events_ts", "ts"),
     Index("ix_events_agent_ts", "agent", "ts"),
     Index("ix_events_staff_id_ts", "staff_id", "ts"),
+)
+
+
+# -- rule engine (migration 0002) -------------------------------------------------------------------------------
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("alert_id", String(32), nullable=False, unique=True),  # derived: the same evaluation, the same id
+    Column("rule_id", String(128), nullable=False),
+    Column("title", String(256), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("tags", Text, nullable=False),  # JSON list of ATT&CK technique ids
+    Column("group_key", String(512), nullable=False),
+    Column("staff_id", String(256), nullable=True),
+    Column("person_name", String(256), nullable=True),
+    Column("team", String(128), nullable=True),
+    Column("ts", UtcDateTime(), nullable=False),  # event time the rule was completed
+    Column("first_ts", UtcDateTime(), nullable=False),
+    Column("last_ts", UtcDateTime(), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON list of event ids
+    Column("measures", Text, nullable=False),  # JSON object
+    Column("trigger_event_id", String(36), nullable=True),
+    Column("origin", String(16), nullable=False),  # stream | replay
+    Column("status", String(32), nullable=False, server_default="new"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_alerts_rule_id_group_key_ts", "rule_id", "group_key", "ts"),
+    Index("ix_alerts_staff_id_ts", "staff_id", "ts"),
+    Index("ix_alerts_created_at", "created_at"),
+)
+
+rule_state = Table(
+    "rule_state",
+    metadata,
+    Column("rule_id", String(128), nullable=False),
+    Column("part", String(16), nullable=False),  # window | series | seen | steps | presence | mark
+    Column("group_key", String(512), nullable=False),
+    Column("data", Text, nullable=False),  # JSON, as rules/windows.py dumps it
+    Column("updated_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("rule_id", "part", "group_key", name="pk_rule_state"),
+)
+
+rule_cursors = Table(
+    "rule_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),  # every event up to here was evaluated, except `holes`
+    Column("holes", Text, nullable=False),  # JSON list of seqs not yet seen (commits still in flight)
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+directory_people = Table(
+    "directory_people",
+    metadata,
+    Column("staff_id", String(256), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("team", String(128), nullable=True),
+    Column("manager", String(256), nullable=True),
+    Column("end_date", Date, nullable=True),
+    Column("kind", String(16), nullable=False),  # person | service | shared
+    Column("shift", String(256), nullable=True),
+    Column("email", String(256), nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+directory_accounts = Table(
+    "directory_accounts",
+    metadata,
+    Column("kind", String(8), nullable=False),  # db | os
+    Column("name", String(256), nullable=False),
+    Column("staff_id", String(256), nullable=False),
+    PrimaryKeyConstraint("kind", "name", "staff_id", name="pk_directory_accounts"),
+    Index("ix_directory_accounts_staff_id", "staff_id"),
+)
+
+work_assignments = Table(
+    "work_assignments",
+    metadata,
+    Column("staff_id", String(256), nullable=False),
+    Column("customer_key", String(64), nullable=False),  # HMAC of the customer identifier
+    Column("source", String(64), nullable=False),  # which import: loan_queue, portfolio, tickets …
+    PrimaryKeyConstraint("staff_id", "customer_key", name="pk_work_assignments"),
 )
 
 

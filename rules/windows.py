@@ -1,0 +1,263 @@
+"""The rule state's building blocks: sliding windows, bucketed series, first-seen sets, sequence step logs and
+presence marks. Each is plain data that turns into JSON (`dump`) and back (`load`), so a store can keep it.
+
+Every structure is indexed by event time, so a late event lands where it belongs and is evaluated there.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+from typing import Any
+
+MAX_EVIDENCE = 50
+
+
+class Window:
+    """Entries (time, amount, item, event id) sorted by time; aggregates over any (start, end] span."""
+
+    __slots__ = ("ts", "amounts", "items", "eids", "sum_all")
+
+    def __init__(self) -> None:
+        self.sum_all = 0.0  # the sum of every amount kept: when even that is under a limit, no span can reach it
+        self.ts: list[float] = []
+        self.amounts: list[float] = []
+        self.items: list[str | None] = []
+        self.eids: list[str] = []
+
+    def add(self, t: float, amount: float, item: str | None, eid: str) -> None:
+        self.sum_all += amount
+        if not self.ts or t >= self.ts[-1]:
+            self.ts.append(t)
+            self.amounts.append(amount)
+            self.items.append(item)
+            self.eids.append(eid)
+            return
+        i = bisect_right(self.ts, t)  # a late event: keep the lists sorted by time
+        self.ts.insert(i, t)
+        self.amounts.insert(i, amount)
+        self.items.insert(i, item)
+        self.eids.insert(i, eid)
+
+    def span(self, start: float, end: float) -> tuple[int, int]:
+        return bisect_right(self.ts, start), bisect_right(self.ts, end)
+
+    def total(self, lo: int, hi: int) -> float:
+        return sum(self.amounts[lo:hi])
+
+    def distinct(self, lo: int, hi: int) -> int:
+        return len(set(self.items[lo:hi]))
+
+    def evidence(self, lo: int, hi: int) -> list[str]:
+        out: list[str] = []
+        seen: set[str] = set()
+        for eid in self.eids[lo:hi]:
+            if eid not in seen:
+                seen.add(eid)
+                out.append(eid)
+        return out[-MAX_EVIDENCE:]
+
+    def prune(self, before: float) -> None:
+        i = bisect_left(self.ts, before)
+        if i:
+            self.sum_all -= sum(self.amounts[:i])
+            del self.ts[:i], self.amounts[:i], self.items[:i], self.eids[:i]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def dump(self) -> Any:
+        return {"t": self.ts, "a": self.amounts, "i": self.items, "e": self.eids}
+
+    @classmethod
+    def load(cls, doc: Any) -> Window:
+        w = cls()
+        w.ts, w.amounts, w.items, w.eids = doc["t"], doc["a"], doc["i"], doc["e"]
+        w.sum_all = float(sum(w.amounts))
+        return w
+
+
+class Series:
+    """A value per bucket (hour or day number): totals, or distinct items, optionally rolled over `span` buckets.
+
+    `value(b)` is the measure for the span ending at bucket b; history is the values of earlier buckets.
+    """
+
+    __slots__ = ("first", "newest", "totals", "sets", "last_bucket", "per_bucket", "version", "roll_bucket",
+                 "roll_value")
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.newest: int | None = None
+        self.totals: dict[int, float] = {}
+        self.sets: dict[int, set[str]] = {}
+        # rolling distinct over a span: each item counts in the bucket it was last seen in
+        self.last_bucket: dict[str, int] = {}
+        self.per_bucket: dict[int, int] = {}
+        self.version = 0  # bumped when a past bucket changes, so cached thresholds are recomputed
+        # the rolling distinct count of the newest bucket, kept up to date as items arrive
+        self.roll_bucket: int | None = None
+        self.roll_value = 0.0
+
+    def add_total(self, b: int, amount: float) -> None:
+        self._touch(b)
+        self.totals[b] = self.totals.get(b, 0.0) + amount
+
+    def add_items(self, b: int, items: list[str], rolling: bool, span: int = 1) -> None:
+        self._touch(b)
+        if not rolling:
+            s = self.sets.get(b)
+            if s is None:
+                s = self.sets[b] = set()
+            s.update(items)
+            self.totals[b] = float(len(s))
+            return
+        last, per = self.last_bucket, self.per_bucket
+        if self.roll_bucket is None or b > self.roll_bucket:
+            self.roll_bucket = b
+            self.roll_value = float(sum(per.get(x, 0) for x in range(b - span + 1, b + 1)))
+        current = b == self.roll_bucket
+        for item in items:
+            old = last.get(item)
+            if old is None or old < b:
+                if old is not None:
+                    per[old] -= 1
+                if current and (old is None or old <= b - span):
+                    self.roll_value += 1
+                last[item] = b
+                per[b] = per.get(b, 0) + 1
+        # a bucket's rolling value is kept as it stood at its end: later reads move items out of the past
+        self.totals[b] = self.roll_value if current else max(self.totals.get(b, 0.0), 1.0)
+
+    def _touch(self, b: int) -> None:
+        if self.first is None or b < self.first:
+            self.first = b
+        if self.newest is None or b > self.newest:
+            self.newest = b
+        elif b < self.newest:
+            self.version += 1
+
+    def value(self, b: int, span: int, rolling_distinct: bool) -> float:
+        if span == 1 and not rolling_distinct:
+            return self.totals.get(b, 0.0)
+        if rolling_distinct:
+            return self.roll_value if b == self.roll_bucket else self.totals.get(b, 0.0)
+        return float(sum(self.totals.get(x, 0) for x in range(b - span + 1, b + 1)))
+
+    def history(self, b: int, buckets: int, span: int, rolling_distinct: bool) -> list[float]:
+        """Values of the active buckets in [b - buckets, b): the person's own past. For a rolling span, only
+        spans that do not overlap the current one count, so a slow rise does not become its own baseline."""
+        end = b if span == 1 else b - span + 1
+        return [self.value(x, span, rolling_distinct) for x in range(b - buckets, end) if x in self.totals]
+
+    def prune(self, before: int) -> None:
+        for b in [b for b in self.totals if b < before]:
+            del self.totals[b]
+            self.sets.pop(b, None)
+        if self.per_bucket:
+            for b in [b for b in self.per_bucket if b < before]:
+                del self.per_bucket[b]
+            self.last_bucket = {k: v for k, v in self.last_bucket.items() if v >= before}
+
+    def dump(self) -> Any:
+        return {"f": self.first, "t": list(self.totals.items()), "s": [(b, sorted(s)) for b, s in self.sets.items()],
+                "l": self.last_bucket, "p": list(self.per_bucket.items()), "rb": self.roll_bucket,
+                "rv": self.roll_value}
+
+    @classmethod
+    def load(cls, doc: Any) -> Series:
+        s = cls()
+        s.first = doc["f"]
+        s.totals = {int(b): float(v) for b, v in doc["t"]}
+        s.sets = {int(b): set(items) for b, items in doc["s"]}
+        s.last_bucket = {k: int(v) for k, v in doc["l"].items()}
+        s.per_bucket = {int(b): int(v) for b, v in doc["p"]}
+        s.roll_bucket, s.roll_value = doc.get("rb"), float(doc.get("rv", 0.0))
+        s.newest = max(s.totals) if s.totals else None
+        return s
+
+
+class Seen:
+    """Values a group has used, with when each was first and last seen, and when the group itself began."""
+
+    __slots__ = ("since", "values")
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.values: dict[str, list[float]] = {}
+
+    def dump(self) -> Any:
+        return {"since": self.since, "v": self.values}
+
+    @classmethod
+    def load(cls, doc: Any) -> Seen:
+        s = cls()
+        s.since, s.values = doc["since"], {k: list(v) for k, v in doc["v"].items()}
+        return s
+
+
+class Steps:
+    """For a sequence rule: the events that matched each step, as (time, event id, join value)."""
+
+    __slots__ = ("matched",)
+
+    def __init__(self, n: int = 0) -> None:
+        self.matched: list[list[tuple[float, str, str | None]]] = [[] for _ in range(n)]
+
+    def prune(self, before: float) -> None:
+        self.matched = [[m for m in step if m[0] >= before] for step in self.matched]
+
+    def dump(self) -> Any:
+        return {"m": self.matched}
+
+    @classmethod
+    def load(cls, doc: Any) -> Steps:
+        s = cls()
+        s.matched = [[(float(t), str(e), j) for t, e, j in step] for step in doc["m"]]
+        return s
+
+
+class Presence:
+    """For an absence rule: when the expected events and the activity that needs them were last seen."""
+
+    __slots__ = ("expected", "active", "alerted", "label")
+
+    def __init__(self) -> None:
+        self.expected: float | None = None
+        self.active: float | None = None
+        self.alerted: float | None = None  # `expected` as it was when the silence was reported
+        self.label = ""
+
+    def dump(self) -> Any:
+        return {"x": self.expected, "a": self.active, "r": self.alerted, "l": self.label}
+
+    @classmethod
+    def load(cls, doc: Any) -> Presence:
+        p = cls()
+        p.expected, p.active, p.alerted, p.label = doc["x"], doc["a"], doc["r"], doc["l"]
+        return p
+
+
+class Mark:
+    """A small record: the last alert time of a group (suppression) or a socket tie (identity)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def dump(self) -> Any:
+        return self.value
+
+    @classmethod
+    def load(cls, doc: Any) -> Mark:
+        return cls(doc)
+
+
+PARTS: dict[str, type[Any]] = {
+    "window": Window,
+    "series": Series,
+    "seen": Seen,
+    "steps": Steps,
+    "presence": Presence,
+    "mark": Mark,
+}
