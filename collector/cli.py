@@ -158,10 +158,19 @@ def tokens_revoke(ctx: Context, name: str) -> None:
 
 
 def main() -> None:
+    """Errors the operator can fix (configuration, credentials, an unreachable database) are one line on
+    stderr and exit status 2; anything else is a bug and keeps its traceback."""
+    from sqlalchemy.exc import OperationalError
+
     try:
         cli(standalone_mode=True)
     except CustosError as e:
         click.echo(f"custos: {e}", err=True)
+        sys.exit(2)
+    except OperationalError as e:
+        reason = str(e.orig or e).strip().splitlines()[0] if str(e.orig or e).strip() else type(e).__name__
+        click.echo(f"custos: cannot use the database named by database -> url (CUSTOS_DATABASE_URL): {reason}",
+                   err=True)
         sys.exit(2)
 
 
