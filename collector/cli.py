@@ -46,6 +46,8 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic says at INFO how it talks to the database on every start; only -vv wants that.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     ctx.obj = Context(config_path)
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import json
 import socket
+import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ class Served:
     agent_name: str
     agent_token: str
     api_token: str
-    verify: bool | str = False
+    verify: bool | ssl.SSLContext = False
 
     @property
     def url(self) -> str:
@@ -117,7 +118,10 @@ def prepare(database_url: str, agent_name: str = "agent-1", api_name: str = "ana
 
 @contextmanager
 def served(workdir: Path, database_url: str, *, config: Path | None = None, scheme: str = "http",
-           verify: bool | str = False) -> Iterator[Served]:
+           ca_file: Path | None = None) -> Iterator[Served]:
+    """A collector on `database_url`, migrated, with credentials; https (verified against `ca_file`) when the
+    config serves TLS."""
+    verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=str(ca_file)) if ca_file else False
     engine, agent_token, api_token = prepare(database_url)
     collector = Collector(workdir, database_url, config=config)
     collector.scheme = scheme
