@@ -131,11 +131,12 @@ class App:
             result = self.store.insert([ev for _, ev in events], agent=agent)
         except (OperationalError, InterfaceError) as e:
             raise _unavailable(e) from e
+        duplicates = result.duplicates + parsed.repeats
         m = self.metrics
         m.events.labels("accepted").inc(len(result.inserted))
-        m.events.labels("duplicate").inc(result.duplicates)
+        m.events.labels("duplicate").inc(duplicates)
         m.events.labels("rejected").inc(len(rejected))
-        return IngestAck(accepted=len(result.inserted), duplicates=result.duplicates, rejected=rejected)
+        return IngestAck(accepted=len(result.inserted), duplicates=duplicates, rejected=rejected)
 
     async def post_events(self, request: Request) -> Response:
         who = await self.principal(request)

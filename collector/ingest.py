@@ -43,6 +43,7 @@ class Rejection:
 class ParsedBatch:
     events: list[tuple[int, Envelope]]  # (index in the batch, event)
     rejected: list[Rejection]
+    repeats: int = 0  # exact copies of an earlier event of the batch: duplicates, acknowledged with it
 
 
 # A reason is sent back to the agent and kept in its spool: long enough to act on, never a whole payload.
@@ -84,7 +85,8 @@ def parse_batch(body: bytes, max_events: int) -> ParsedBatch:
         raise BatchError(f"{len(raws)} events in one batch; the limit is {max_events}, send smaller batches")
     good: list[tuple[int, Envelope]] = []
     bad: list[Rejection] = []
-    first_index: dict[str, int] = {}
+    first: dict[str, tuple[int, Envelope]] = {}
+    repeats = 0
     for i, raw in enumerate(raws):
         if isinstance(raw, Rejection):
             bad.append(Rejection(i, raw.reason, raw.id))
@@ -93,13 +95,16 @@ def parse_batch(body: bytes, max_events: int) -> ParsedBatch:
         if event is None:
             bad.append(Rejection(i, _clip(reason), _peek_id(raw)))
             continue
-        earlier = first_index.setdefault(event.id, i)
+        earlier, original = first.setdefault(event.id, (i, event))
         if earlier != i:
-            bad.append(Rejection(i, f"id {event.id} is also the id of event {earlier} of this batch; "
-                                    "each event goes once, with its own id", event.id))
+            if original == event:  # the same event twice (spooled twice): stored once, like a resent batch
+                repeats += 1
+            else:
+                bad.append(Rejection(i, f"id {event.id} is also the id of event {earlier} of this batch, which "
+                                        "differs from this one; every event needs its own id", event.id))
             continue
         good.append((i, event))
-    return ParsedBatch(good, bad)
+    return ParsedBatch(good, bad, repeats)
 
 
 def check_event(raw: bytes) -> tuple[Envelope | None, str]:

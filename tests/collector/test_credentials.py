@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from agent import events as ev
+from collector import credentials
 from collector.db import credentials as credentials_table
 from tests.helpers.api import EVENTS, Served, card_event, export_event, loan_event, query_event
 
@@ -98,6 +99,9 @@ def test_api_tokens_read_events_filtered_by_kind_time_and_agent_and_page_on(api:
     assert ids(kind="db.query") == [q0, q1]
     assert ids(kind="business.*") == [loan, card]
     assert ids(kind="business.card_binding", limit=10) == [card]
+    assert ids(kind="db.*") == [q0, q1]
+    assert ids(kind="db_*") == []  # a prefix is taken literally: "_" is no wildcard
+    assert ids(kind="*") == [q0, loan, card, export, q1]
     assert ids(since="2026-11-01T01:00:00Z", until="2026-11-01T03:00:00Z") == [loan, card]
     assert ids(since="2026-11-01T03:00:00+02:00", until="2026-11-01T03:00:00+00:00") == [loan, card]
     assert ids(since="2026-11-01T04:00:00Z") == [q1]
@@ -160,6 +164,19 @@ def test_agent_credentials_cannot_read_and_api_tokens_cannot_send(api: Served) -
     manager = api.collector.api_token("boss", role="manager")
     assert api.get(token=manager).status_code == 403
     assert api.get().status_code == 200
+
+
+def test_a_business_source_credential_may_send_only_business_events(api: Served) -> None:
+    token = credentials.create(api.engine, "core-banking", "source")
+    loan, query = loan_event(), query_event()
+
+    ack = api.post_events(loan, query, token=token).json()
+
+    assert ack["accepted"] == 1
+    assert ack["rejected"] == [{"index": 1, "reason": "this credential may send only business.* events",
+                                "id": query.id}]
+    assert set(api.stored()) == {loan.id}
+    assert api.get(token=token).status_code == 403
 
 
 def test_tokens_are_stored_only_as_hashes(api: Served, db_url: str) -> None:

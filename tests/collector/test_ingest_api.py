@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Iterator
 
 import httpx
+import msgspec
 import pytest
 
 from agent import events as ev
@@ -50,16 +51,17 @@ def test_a_mixed_batch_stores_the_valid_events_and_refuses_each_bad_one_with_its
         (raw(dict(as_dict(query_event()), schema=99)), "newer than this collector"),
         (b"42", "must be a JSON object, not int"),
         (b'["a"]', "must be a JSON object, not array"),
-        (ev.encode(q), "also the id of event 0"),
+        (ev.encode(msgspec.structs.replace(q, host="another-host")), "also the id of event 0"),
         (raw(as_dict(query_event(host="a\u0000b"))), "NUL"),
         (ev.encode(card), None),
         (b"null", "must be a JSON object, not null"),
+        (ev.encode(q), None),  # the very same event again: a duplicate, not an error
     ]
     response = api.post(batch(*(e for e, _ in elements)))
 
     assert response.status_code == 200, response.text
     ack = response.json()
-    assert (ack["accepted"], ack["duplicates"]) == (3, 0)
+    assert (ack["accepted"], ack["duplicates"]) == (3, 1)
     expected = {i: why for i, (_, why) in enumerate(elements) if why is not None}
     assert [r["index"] for r in ack["rejected"]] == sorted(expected)
     for r in ack["rejected"]:

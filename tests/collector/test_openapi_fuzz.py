@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from openapi_spec_validator import validate
 
 from agent.events import KINDS
@@ -50,6 +51,7 @@ headers = {{ Authorization = "Bearer {api.api_token}" }}
     return path
 
 
+@pytest.mark.slow  # about a minute per database on a busy 2-core machine
 def test_schemathesis_finds_no_server_error_and_every_answer_conforms(api: Served, tmp_path: Path) -> None:
     config = _schemathesis_config(tmp_path / "schemathesis.toml", api)
     proc = subprocess.run(
