@@ -49,6 +49,7 @@ def test_a_mixed_batch_stores_the_valid_events_and_refuses_each_bad_one_with_its
         (not_utf8, "not UTF-8"),
         (raw(dict(as_dict(query_event()), ts="2026-11-27T03:00:00")), "no zone"),
         (raw(dict(as_dict(query_event()), schema=99)), "newer than this collector"),
+        (raw(dict(as_dict(query_event()), ts="0001-01-01T00:30:00+01:00")), "out of range"),
         (b"42", "must be a JSON object, not int"),
         (b'["a"]', "must be a JSON object, not array"),
         (ev.encode(msgspec.structs.replace(q, host="another-host")), "also the id of event 0"),
@@ -69,7 +70,7 @@ def test_a_mixed_batch_stores_the_valid_events_and_refuses_each_bad_one_with_its
         assert len(r["reason"]) <= 400
     by_index = {r["index"]: r for r in ack["rejected"]}
     assert by_index[1]["id"] == wrong_type["id"]  # a readable id comes back, for the agent's logs
-    assert by_index[11]["id"] == q.id
+    assert by_index[12]["id"] == q.id
     assert set(api.stored()) == {q.id, loan.id, card.id}
 
     # The collector keeps serving: the next batch and the health check are answered normally.
