@@ -5,19 +5,26 @@
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from agent import __version__
-from agent.events import Event
+from agent.events import UtcTime
 from agent.units import parse_size
 from collector import credentials
+from collector.api_schema import EVENTS_PATH, SECURITY, IngestAck, IngestRejection, Schemas
 from collector.config import CollectorConfig
 from collector.credentials import Principal
 from collector.ingest import BatchError, BodyTooLarge, gunzip, parse_batch
@@ -27,30 +34,42 @@ from collector.store import EventStore
 
 log = logging.getLogger("custos.collector")
 
-
-class IngestRejection(msgspec.Struct, omit_defaults=True):
-    index: int
-    reason: str
-    id: str | None = None
-
-
-class IngestAck(msgspec.Struct):
-    """The answer to a batch: counts, and each refused event with why. Sent only once the batch is durable."""
-
-    accepted: int
-    duplicates: int
-    rejected: list[IngestRejection]
+T = TypeVar("T")
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL; refuse it at the door rather than fail in the query
+MAX_SEQ = 2**63 - 1
+READ_ROLES = ("admin", "analyst")
 
 
-class EventBatch(msgspec.Struct):
-    events: list[Event]  # type: ignore[valid-type]
+class Unsupported(BatchError):
+    """The body is in an encoding or media type the collector does not read (415)."""
 
 
-def _components() -> dict[str, Any]:
-    (ack_ref, batch_ref), components = msgspec.json.schema_components(
-        [IngestAck, EventBatch], ref_template="#/components/schemas/{name}"
-    )
-    return {"ack": ack_ref, "batch": batch_ref, "components": components}
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode({"detail": detail}), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def _unavailable(e: Exception) -> HTTPException:
+    log.warning("database unavailable: %s", type(e).__name__)
+    return HTTPException(503, "the database is unavailable; retry later", headers={"Retry-After": "5"})
+
+
+async def _db(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking database call off the event loop; a lost database answers 503 with Retry-After."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except (OperationalError, InterfaceError) as e:
+        raise _unavailable(e) from e
+
+
+def _parse_time(name: str, value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        when: dt.datetime = msgspec.convert(value, UtcTime)
+        return when.astimezone(dt.timezone.utc)
+    except (msgspec.ValidationError, OverflowError):
+        raise HTTPException(422, f"{name}: give a time with its zone, such as 2026-11-27T00:00:00Z") from None
 
 
 class App:
@@ -76,23 +95,24 @@ class App:
             if self.rules is not None:
                 await run_in_threadpool(self.rules.stop)
 
-    def principal(self, request: Request) -> Principal:
+    async def principal(self, request: Request) -> Principal:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() != "bearer" or not token.strip():
             self.metrics.auth_failures.labels("missing").inc()
             raise HTTPException(401, "send Authorization: Bearer <credential>",
                                 headers={"WWW-Authenticate": "Bearer"})
-        who = credentials.authenticate(self.engine, token.strip())
+        who = await _db(credentials.authenticate, self.engine, token.strip())
         if who is None:
             self.metrics.auth_failures.labels("refused").inc()
             raise HTTPException(401, "unknown or revoked credential", headers={"WWW-Authenticate": "Bearer"})
         return who
 
     async def read_body(self, request: Request) -> bytes:
+        """The body, refused with 413 as soon as it is known to be over the limit (before reading it all)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise BodyTooLarge(f"the body is {declared} bytes; the limit is {self.max_body}")
+            raise BodyTooLarge(f"the body is {declared} bytes; the limit is {self.max_body}, send smaller batches")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -102,30 +122,78 @@ class App:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def ingest(self, body: bytes, encoding: str, agent: str) -> IngestAck:
-        if encoding == "gzip":
+    def ingest(self, body: bytes, encoding: str, agent: str, *, business_only: bool = False) -> IngestAck:
+        """Check and store one batch sent by the credential named `agent`; returns once what was accepted is
+        durable. `business_only`: the credential is a business system's, which may send only business.* events."""
+        if encoding in ("gzip", "x-gzip"):
             body = gunzip(body, self.max_batch)
         elif encoding not in ("", "identity"):
-            raise BatchError(f"Content-Encoding {encoding!r} is not supported; send gzip or nothing")
+            raise Unsupported(f"Content-Encoding {encoding!r} is not supported; send gzip or nothing")
         elif len(body) > self.max_batch:
-            raise BodyTooLarge(f"the body is over {self.max_batch} bytes")
+            raise BodyTooLarge(f"the body is over {self.max_batch} bytes; send smaller batches")
         parsed = parse_batch(body, self.max_events)
-        result = self.store.insert([ev for _, ev in parsed.events], agent=agent)
+        rejected = [IngestRejection(r.index, r.reason, r.id) for r in parsed.rejected]
+        events = parsed.events
+        if business_only:
+            allowed = [(i, ev) for i, ev in events if ev.__struct_config__.tag.startswith("business.")]
+            rejected += [IngestRejection(i, "this credential may send only business.* events", ev.id)
+                         for i, ev in events if not ev.__struct_config__.tag.startswith("business.")]
+            events = allowed
+            rejected.sort(key=lambda r: r.index)
+        try:
+            result = self.store.insert([ev for _, ev in events], agent=agent)
+        except (OperationalError, InterfaceError) as e:
+            raise _unavailable(e) from e
+        duplicates = result.duplicates + parsed.repeats
         if self.rules is not None and result.inserted:
             self.rules.on_stored(len(result.inserted))  # only wakes the rule worker: cannot fail or block
         m = self.metrics
         m.events.labels("accepted").inc(len(result.inserted))
-        m.events.labels("duplicate").inc(result.duplicates)
-        m.events.labels("rejected").inc(len(parsed.rejected))
-        return IngestAck(
-            accepted=len(result.inserted),
-            duplicates=result.duplicates,
-            rejected=[IngestRejection(r.index, r.reason, r.id) for r in parsed.rejected],
-        )
+        m.events.labels("duplicate").inc(duplicates)
+        m.events.labels("rejected").inc(len(rejected))
+        return IngestAck(accepted=len(result.inserted), duplicates=duplicates, rejected=rejected)
 
+    async def post_events(self, request: Request) -> Response:
+        who = await self.principal(request)
+        if who.kind not in ("agent", "source"):
+            raise HTTPException(403, "only agent credentials may send events; enroll one with `custos agents enroll`")
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        try:
+            if media != "application/json":
+                raise Unsupported(f"Content-Type {media!r} is not supported; send application/json")
+            body = await self.read_body(request)
+            encoding = request.headers.get("content-encoding", "").strip().lower()
+            ack = await run_in_threadpool(
+                lambda: self.ingest(body, encoding, who.name, business_only=who.kind == "source"))
+        except BodyTooLarge as e:
+            # Close the connection: what the client has not sent yet is not worth reading.
+            return _problem(413, str(e), {"Connection": "close"})
+        except Unsupported as e:
+            return _problem(415, str(e))
+        except BatchError as e:
+            return _problem(400, str(e))
+        except ClientDisconnect:
+            return _problem(400, "the client went away before sending the whole body")
+        return Response(msgspec.json.encode(ack), media_type="application/json")
 
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+    async def reader(self, request: Request) -> Principal:
+        who = await self.principal(request)
+        if who.kind != "api" or who.role not in READ_ROLES:
+            raise HTTPException(403, "reading events needs an API token with the analyst or admin role; "
+                                     "create one with `custos tokens create NAME --role analyst`")
+        return who
+
+    def read_events(self, **filters: Any) -> bytes:
+        try:
+            rows = self.store.query(**filters)
+        except (OperationalError, InterfaceError) as e:
+            raise _unavailable(e) from e
+        # The stored body is already the event's JSON: splice it in rather than decode and encode it again.
+        return b'{"events":[' + b",".join(
+            b'{"seq":%d,"agent":%s,"received_at":"%s","event":%s}'
+            % (r.seq, msgspec.json.encode(r.agent), r.received_at.isoformat().encode(), r.body.encode())
+            for r in rows
+        ) + b'],"next_after":' + (str(rows[-1].seq).encode() if rows else b"null") + b"}"
 
 
 def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
@@ -137,98 +205,123 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
         lifespan=state.lifespan,
     )
     app.state.custos = state
-    schemas = _components()
-
-    def principal(request: Request) -> Principal:
-        return state.principal(request)
-
-    Who = Annotated[Principal, Depends(principal)]
+    schemas = Schemas()
+    problem = schemas.json
+    auth_responses = {
+        401: problem("problem", "Missing, unknown or revoked credential"),
+        403: problem("problem", "The credential may not do this"),
+        503: problem("problem", "The database is unavailable; retry after Retry-After seconds"),
+    }
 
     @app.post(
-        "/api/v1/events",
+        EVENTS_PATH,
         summary="Send a batch of events (agents)",
         openapi_extra={
-            "requestBody": {"required": True, "content": {"application/json": {"schema": schemas["batch"]}}},
+            "security": SECURITY,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schemas.ref("batch")}}},
         },
         responses={
-            200: {"description": "Batch durable; refused events listed with reasons",
-                  "content": {"application/json": {"schema": schemas["ack"]}}},
-            400: {"description": "Not a batch"},
-            401: {"description": "Missing, unknown or revoked credential"},
-            403: {"description": "The credential may not send events"},
-            413: {"description": "Body too large"},
+            200: schemas.json("ack", "Batch durable; refused events listed with their index and reason"),
+            400: problem("problem", "Not a batch: not JSON, not {\"events\": [...]}, or too many events"),
+            413: problem("problem", "Body too large, as sent or once decompressed"),
+            415: problem("problem", "Content-Type or Content-Encoding not supported"),
+            **auth_responses,
         },
     )
-    async def post_events(request: Request, who: Who) -> Response:
+    async def post_events(request: Request) -> Response:
         started = time.perf_counter()
-        if who.kind != "agent":
-            raise HTTPException(403, "only agent credentials may send events; enroll one with `custos agents enroll`")
+        status = 500
         try:
-            body = await state.read_body(request)
-            ack = await run_in_threadpool(
-                state.ingest, body, request.headers.get("content-encoding", "").strip().lower(), who.name
-            )
-        except BodyTooLarge as e:
-            state.metrics.batches.labels("413").inc()
-            return _json({"detail": str(e)}, 413)
-        except BatchError as e:
-            state.metrics.batches.labels("400").inc()
-            return _json({"detail": str(e)}, 400)
-        state.metrics.batches.labels("200").inc()
-        state.metrics.ingest_seconds.observe(time.perf_counter() - started)
-        return _json(ack)
+            response = await state.post_events(request)
+            status = response.status_code
+            return response
+        except HTTPException as e:
+            status = e.status_code
+            raise
+        finally:
+            state.metrics.batches.labels(str(status)).inc()
+            state.metrics.ingest_seconds.observe(time.perf_counter() - started)
 
-    @app.get("/api/v1/events", summary="Read stored events (analysts, admins)")
-    def get_events(
-        who: Who,
-        kind: Annotated[str | None, Query(max_length=64, description="a kind, or a prefix with *: business.*")] = None,
-        agent: Annotated[str | None, Query(max_length=128)] = None,
-        staff_id: Annotated[str | None, Query(max_length=256)] = None,
-        host: Annotated[str | None, Query(max_length=256)] = None,
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
-        after: Annotated[int | None, Query(ge=0, description="the last `seq` seen, to page on")] = None,
+    @app.get(
+        EVENTS_PATH,
+        summary="Read stored events (analysts, admins)",
+        openapi_extra={"security": SECURITY},
+        responses={
+            200: schemas.json("page", "Events in ingest order"),
+            422: problem("problem", "A parameter is wrong; the message names it"),
+            **auth_responses,
+        },
+    )
+    async def get_events(
+        who: Annotated[Principal, Depends(state.reader)],
+        kind: Annotated[str | None, Query(max_length=64, pattern=NO_NUL,
+                                          description="a kind, or a prefix ending in *: business.*")] = None,
+        agent: Annotated[str | None, Query(max_length=128, pattern=NO_NUL,
+                                           description="the credential name the events came with")] = None,
+        staff_id: Annotated[str | None, Query(max_length=256, pattern=NO_NUL)] = None,
+        host: Annotated[str | None, Query(max_length=256, pattern=NO_NUL)] = None,
+        since: Annotated[str | None, Query(description="events at or after this time (with its zone)",
+                                           json_schema_extra={"format": "date-time"})] = None,
+        until: Annotated[str | None, Query(description="events before this time (with its zone)",
+                                           json_schema_extra={"format": "date-time"})] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="the last `seq` seen, to page on")] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     ) -> Response:
-        if who.kind != "api" or who.role not in ("admin", "analyst"):
-            raise HTTPException(403, "reading events needs an API token with the analyst or admin role")
-        for name, value in (("since", since), ("until", until)):
-            if value is not None and value.tzinfo is None:
-                raise HTTPException(422, f"{name}: give a time with its zone, such as 2026-11-27T00:00:00Z")
-        rows = state.store.query(kind=kind, agent=agent, staff_id=staff_id, host=host, since=since, until=until,
-                                 after_seq=after, limit=limit)
-        body = b'{"events":[' + b",".join(
-            b'{"seq":%d,"agent":%s,"received_at":"%s","event":%s}'
-            % (r.seq, msgspec.json.encode(r.agent), r.received_at.isoformat().encode(), r.body.encode())
-            for r in rows
-        ) + b'],"next_after":' + (str(rows[-1].seq).encode() if rows else b"null") + b"}"
+        filters = dict(kind=kind, agent=agent, staff_id=staff_id, host=host, since=_parse_time("since", since),
+                       until=_parse_time("until", until), after_seq=after, limit=limit)
+        body = await run_in_threadpool(state.read_events, **filters)
         return Response(body, media_type="application/json")
 
-    @app.get("/healthz", summary="Liveness and database reachability")
+    @app.get("/healthz", summary="Liveness and database reachability",
+             responses={200: schemas.json("health", "Serving, and the database answers"),
+                        503: schemas.json("health", "The database does not answer")})
     def healthz() -> Response:
         try:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as e:  # noqa: BLE001 - any database failure means "not healthy"
-            return _json({"status": "unhealthy", "database": type(e).__name__}, 503)
-        return _json({"status": "ok", "version": __version__})
+            return Response(msgspec.json.encode({"status": "unhealthy", "database": type(e).__name__}),
+                            status_code=503, media_type="application/json")
+        return Response(msgspec.json.encode({"status": "ok", "version": __version__}),
+                        media_type="application/json")
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", summary="Prometheus metrics",
+             responses={200: {"description": "Prometheus text format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics() -> Response:
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = " -> ".join(str(x) for x in err.get("loc", ())[1:]) or "request"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(parts)[:1000]}, status_code=422)
 
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            doc = original_openapi()
-            doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas["components"])
-            app.openapi_schema = doc
+            app.openapi_schema = schemas.merge(original_openapi())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)

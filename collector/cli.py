@@ -46,6 +46,8 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic says at INFO how it talks to the database on every start; only -vv wants that.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     ctx.obj = Context(config_path)
 
 
@@ -182,10 +184,19 @@ def demo(no_serve: bool, seed: int, workdir: Path | None) -> None:
 
 
 def main() -> None:
+    """Errors the operator can fix (configuration, credentials, an unreachable database) are one line on
+    stderr and exit status 2; anything else is a bug and keeps its traceback."""
+    from sqlalchemy.exc import OperationalError
+
     try:
         cli(standalone_mode=True)
     except CustosError as e:
         click.echo(f"custos: {e}", err=True)
+        sys.exit(2)
+    except OperationalError as e:
+        reason = str(e.orig or e).strip().splitlines()[0] if str(e.orig or e).strip() else type(e).__name__
+        click.echo(f"custos: cannot use the database named by database -> url (CUSTOS_DATABASE_URL): {reason}",
+                   err=True)
         sys.exit(2)
 
 

@@ -14,10 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from agent.config import load_toml
-from agent.units import parse_size
-
-Size = int | str
+from agent.config import Size, check_file, check_size, load_toml
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -26,8 +23,8 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ServerSection(_Section):
     listen: str = "127.0.0.1:8600"
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    tls_cert: str | None = None  # PEM certificate (chain) to serve https with; with tls_key
+    tls_key: str | None = None  # PEM private key of tls_cert, unencrypted
     max_body_bytes: Size = "16MiB"  # a request body as sent (compressed)
     max_batch_bytes: Size = "64MiB"  # the same body once decompressed
     max_batch_events: int = 10_000
@@ -37,12 +34,14 @@ class ServerSection(_Section):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f'listen: must be host:port such as "127.0.0.1:8600", not {self.listen!r}')
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert: tls_cert and tls_key go together; give both or neither")
-        for key in ("max_body_bytes", "max_batch_bytes"):
-            try:
-                parse_size(getattr(self, key))
-            except ValueError as e:
-                raise ValueError(f"{key}: {e}") from None
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise ValueError(f"{missing}: tls_cert and tls_key go together; give both or neither")
+        check_file(self, "tls_cert")
+        check_file(self, "tls_key")
+        check_size(self, "max_body_bytes")
+        check_size(self, "max_batch_bytes")
+        if not 1 <= self.max_batch_events <= 1_000_000:
+            raise ValueError(f"max_batch_events: must be between 1 and 1000000, not {self.max_batch_events}")
 
     @property
     def host(self) -> str:
@@ -57,8 +56,10 @@ class DatabaseSection(_Section):
     url: str = "sqlite:///custos.db"
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("sqlite", "postgresql")):
-            raise ValueError(f"url: must be a sqlite:/// or postgresql:// URL, not {self.url.split(':')[0]!r}")
+        scheme = self.url.partition(":")[0]
+        if not self.url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError(f'url: must be a URL such as "sqlite:///custos.db" or '
+                             f'"postgresql://custos@db.internal/custos", not a {scheme!r} URL')
 
 
 class RulesSection(_Section):

@@ -47,22 +47,30 @@ def _now() -> dt.datetime:
 
 
 def create(engine: Engine, name: str, kind: Kind, role: str | None = None) -> str:
-    """A new credential; returns the token, which is not stored and cannot be shown again."""
-    if not name or len(name) > 128 or not name.isprintable():
-        raise CredentialError(f"credential name {name!r}: must be 1-128 printable characters")
+    """A new credential; returns the token, which is not stored and cannot be shown again.
+
+    A revoked credential's name can be given again (an agent re-enrolled after its credential leaked); the old
+    token stays refused, since only the new one's hash is kept."""
+    if not name or len(name) > 128 or not name.isprintable() or name != name.strip():
+        raise CredentialError(f"credential name {name!r}: must be 1-128 printable characters, no outer spaces")
     if kind == "api" and role not in ROLES:
         raise CredentialError(f"--role: must be one of {', '.join(ROLES)}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    values = dict(kind=kind, role=role, token_hash=hash_token(token), created_at=_now(), revoked_at=None,
+                  last_seen_at=None)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                insert(credentials).values(
-                    name=name, kind=kind, role=role, token_hash=hash_token(token), created_at=_now()
-                )
-            )
+            reissued = conn.execute(
+                update(credentials)
+                .where(credentials.c.name == name, credentials.c.revoked_at.is_not(None))
+                .values(**values)
+            ).rowcount
+            if not reissued:
+                conn.execute(insert(credentials).values(name=name, **values))
     except IntegrityError as e:
         raise CredentialError(
-            f"a credential named {name!r} exists already; revoke it first or choose another name"
+            f"an active credential named {name!r} exists already; revoke it first "
+            f"(`custos {'tokens' if kind == 'api' else 'agents'} revoke {name}`) or choose another name"
         ) from e
     return token
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from pathlib import Path
 
 import uvicorn
 
+from agent.errors import ConfigError
 from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.db import make_engine
@@ -19,15 +21,32 @@ log = logging.getLogger("custos.collector")
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"server -> listen: cannot listen on {host}:{port}: {e.strerror or e}; "
+                          "choose a free address with CUSTOS_LISTEN or [server] listen") from e
     sock.set_inheritable(True)
     return sock
 
 
+def check_tls(cert: str, key: str) -> None:
+    """Load the certificate and key now, so that a wrong pair is a one-line error rather than a traceback."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise ConfigError(f"server -> tls_cert, tls_key: cannot use {cert} with {key}: {e}; give a PEM "
+                          "certificate and its unencrypted PEM private key (see docs/tls.md)") from e
+
+
 def serve(config: CollectorConfig, *, port_file: Path | None = None, access_log: bool = False) -> None:
     """Serve until SIGTERM/SIGINT. The database must be at the newest schema (`custos db upgrade`)."""
+    if config.server.tls_cert and config.server.tls_key:
+        check_tls(config.server.tls_cert, config.server.tls_key)
     engine = make_engine(config.database.url)
     require_current(engine)
     app = create_app(config, engine)

@@ -106,7 +106,7 @@ class EventStore:
                    events.c.agent, events.c.body)
         if kind is not None:
             q = q.where(events.c.kind == kind) if not kind.endswith("*") else q.where(
-                events.c.kind.startswith(kind[:-1]))
+                events.c.kind.startswith(kind[:-1], autoescape=True))  # "_" and "%" are not wildcards
         if agent is not None:
             q = q.where(events.c.agent == agent)
         if staff_id is not None:

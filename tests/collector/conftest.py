@@ -1,0 +1,24 @@
+"""A collector served by real uvicorn for each API test, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.api import Served, served
+
+
+@pytest.fixture
+def api(db_url: str, tmp_path: Path) -> Iterator[Served]:
+    """A collector on each database, with agent credential `agent-1` and analyst token `analyst-1`."""
+    with served(tmp_path / "collector", db_url) as s:
+        yield s
+
+
+@pytest.fixture
+def sqlite_api(sqlite_url: str, tmp_path: Path) -> Iterator[Served]:
+    """The same on SQLite only, for behaviour that does not depend on the database (HTTP limits)."""
+    with served(tmp_path / "collector", sqlite_url) as s:
+        yield s
