@@ -10,7 +10,7 @@ from tests.helpers.sample import query_event
 
 def make_config(tmp_path: Path):  # type: ignore[no-untyped-def]
     path = tmp_path / "agent.toml"
-    path.write_text('[heartbeat]\ninterval = 0\n[ship]\nbackoff_max = "100ms"\n')
+    path.write_text('[heartbeat]\ninterval = 0\n[ship]\nbackoff_base = "50ms"\nbackoff_max = "100ms"\n')
     env = {"CUSTOS_SPOOL_DIR": str(tmp_path / "spool"), "CUSTOS_COLLECTOR_URL": "http://127.0.0.1:9",
            "CUSTOS_AGENT_TOKEN": "t"}
     return load_config(path, env)
