@@ -166,6 +166,7 @@ class Follower:
         if chunk is not None:
             return chunk
         if self._rotated_away(cur):
+            self._rename(cur)
             # Read what was written before the switch, including a last line that will never get its newline.
             size = os.fstat(cur.fd).st_size
             if size - cur.offset > self.max_read:
@@ -219,6 +220,14 @@ class Follower:
             return False
         st = _stat(path)
         return st is not None and (st.st_dev, st.st_ino) != (cur.dev, cur.ino)
+
+    def _rename(self, cur: _Open) -> None:
+        """Learn the rotated file's new name, for the positions and parse errors that point into it."""
+        for path in self._rotated():
+            st = _stat(path)
+            if st is not None and (st.st_dev, st.st_ino) == (cur.dev, cur.ino):
+                cur.path = path
+                return
 
     def _truncated(self, cur: _Open) -> Chunk | None:
         """The file shrank or was replaced in place: finish what it held from its copy, then read it anew."""
