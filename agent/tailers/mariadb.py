@@ -35,6 +35,9 @@ _ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 _UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "'": "'", "\\": "\\"}
 _TABLE_OPS = {"READ": "read", "WRITE": "written", "CREATE": "written", "ALTER": "written", "DROP": "written",
               "RENAME": "written"}
+# The optimizer reads its engine-independent statistics while planning a user's statement; those reads are the
+# server's, not the user's, unless the statement names the tables itself.
+_STATISTICS = ("mysql.table_stats", "mysql.column_stats", "mysql.index_stats")
 _V6_PORT = re.compile(r"^\[(?P<host>.+)\]:(?P<port>\d+)$")
 _SESSION_UNKNOWN = ["application_name", "auth_method", "tls", "server_addr", "server_port", "process"]
 
@@ -179,12 +182,16 @@ class MariaDbAuditFormat:
                                      "followed by a retcode")
             return
         escaped = quoted[: end.start()]
-        facts = analyse_statement(unescape(escaped), "mysql", self.sensitive)
+        sql = unescape(escaped)
+        facts = analyse_statement(sql, "mysql", self.sensitive)
         pending = self._pending.pop((conn, qid), None)
         if pending is not None:
             self._by_conn[conn].remove((conn, qid))
             if not self._by_conn[conn]:
                 del self._by_conn[conn]
+            if any(t in _STATISTICS for t in pending.read):
+                lowered = sql.lower()
+                pending.read = [t for t in pending.read if t not in _STATISTICS or t[6:] in lowered]
         retcode = end.group("ret")
         unknown = [*NEVER_LOGGED, "rows", "started_at", "application_name"]
         if port is None:
