@@ -54,22 +54,28 @@ class Emitter:
         self.location = ""  # the file being read, for parse errors
         self.events: list[Envelope] = []
         self.counts: Counter[str] = Counter()
+        self._actors: dict[tuple[str | None, str | None], Actor] = {}
         self._batch_errors = 0
         self._suppressed: tuple[int, int | None, int | None, str] | None = None
 
+    def _actor(self, db_user: str | None, end_user: str | None) -> Actor:
+        key = (db_user, end_user)
+        actor = self._actors.get(key)
+        if actor is None:
+            if len(self._actors) >= 4096:
+                self._actors.clear()
+            actor = self._actors[key] = Actor(db_user=name(db_user), end_user=name(end_user))
+        return actor
+
     def query(self, payload: DbQueryPayload, ts: dt.datetime, db_user: str | None, end_user: str | None) -> None:
         self.counts["db.query"] += 1
-        self.events.append(
-            new_event(DbQuery, payload, source=self.source, actor=Actor(db_user=name(db_user), end_user=name(end_user)),
-                      host=self.host, ts=ts, agent_id=self.agent_id)
-        )
+        self.events.append(new_event(DbQuery, payload, source=self.source, actor=self._actor(db_user, end_user),
+                                     host=self.host, ts=ts, agent_id=self.agent_id))
 
     def session(self, payload: DbSessionPayload, ts: dt.datetime, db_user: str | None) -> None:
         self.counts["db.session"] += 1
-        self.events.append(
-            new_event(DbSession, payload, source=self.source, actor=Actor(db_user=name(db_user)), host=self.host,
-                      ts=ts, agent_id=self.agent_id)
-        )
+        self.events.append(new_event(DbSession, payload, source=self.source, actor=self._actor(db_user, None),
+                                     host=self.host, ts=ts, agent_id=self.agent_id))
 
     def parse_error(self, offset: int | None, line: int | None, reason: str, *, location: str | None = None) -> None:
         """A line that could not be read: counted always; an event for the first few of each read, then one

@@ -30,7 +30,7 @@ _HEAD = re.compile(
     r"(?P<rest>.*)$",
     re.DOTALL,
 )
-_QUERY_END = re.compile(r"',(?P<ret>-?\d+)(?:,[^']*)?$")
+_RETCODE = re.compile(r"(?P<ret>-?\d+)(?:,[^']*)?")
 _ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 _UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "'": "'", "\\": "\\"}
 _TABLE_OPS = {"READ": "read", "WRITE": "written", "CREATE": "written", "ALTER": "written", "DROP": "written",
@@ -64,7 +64,7 @@ class _Pending:
     connection: str
     query_id: str
     ts: dt.datetime
-    first_seen: float
+    last_seen: float
     user: str | None
     client_addr: str | None
     client_port: int | None
@@ -126,7 +126,7 @@ class MariaDbAuditFormat:
             self._add(_Pending.from_dict(d))
 
     def flush_due(self, now: float) -> None:
-        for key in [k for k, p in self._pending.items() if p.first_seen <= now - self.group_wait]:
+        for key in [k for k, p in self._pending.items() if p.last_seen <= now - self.group_wait]:
             self._orphan(key)
 
     def flush_all(self) -> None:
@@ -166,6 +166,7 @@ class MariaDbAuditFormat:
             if pending is None:
                 pending = _Pending(conn, qid, ts, self.now, user or None, addr, port)
                 self._add(pending)
+            pending.last_seen = self.now
             target = pending.read if _TABLE_OPS[op] == "read" else pending.written
             qualified = f"{database}.{table}" if database else table
             if qualified not in target:
@@ -176,12 +177,13 @@ class MariaDbAuditFormat:
     def _query(self, ts: dt.datetime, conn: str, qid: str, user: str, addr: str | None, port: int | None,
                rest: str, offset: int, number: int) -> None:
         database, sep, quoted = rest.partition(",'")
-        end = _QUERY_END.search(quoted) if sep else None
-        if end is None or _escaped_quote(quoted, end.start()):
+        end = _query_end(quoted) if sep else None
+        if end is None:
             self.emitter.parse_error(offset, number, "a QUERY event whose statement is not a quoted string "
                                      "followed by a retcode")
             return
-        escaped = quoted[: end.start()]
+        cut, retcode = end
+        escaped = quoted[:cut]
         sql = unescape(escaped)
         facts = analyse_statement(sql, "mysql", self.sensitive)
         pending = self._pending.pop((conn, qid), None)
@@ -192,7 +194,6 @@ class MariaDbAuditFormat:
             if any(t in _STATISTICS for t in pending.read):
                 lowered = sql.lower()
                 pending.read = [t for t in pending.read if t not in _STATISTICS or t[6:] in lowered]
-        retcode = end.group("ret")
         unknown = [*NEVER_LOGGED, "rows", "started_at", "application_name"]
         if port is None:
             unknown.append("client_port")
@@ -275,6 +276,18 @@ class MariaDbAuditFormat:
             unknown=unknown,
         )
         self.emitter.query(payload, pending.ts, pending.user, None)
+
+
+def _query_end(quoted: str) -> tuple[int, str] | None:
+    """Where the quoted statement ends (its closing quote) and the retcode after it; searched from the end, as
+    the statement itself may hold `',5` (escaped)."""
+    idx = quoted.rfind("',")
+    while idx >= 0:
+        m = _RETCODE.fullmatch(quoted, idx + 2)
+        if m is not None and not _escaped_quote(quoted, idx):
+            return idx, m.group("ret")
+        idx = quoted.rfind("',", 0, idx)
+    return None
 
 
 def _escaped_quote(text: str, index: int) -> bool:

@@ -5,9 +5,9 @@ STATEMENT, PARAMETER and, with `pgaudit.log_rows`, ROWS. With `log_relation` one
 relation, and OBJECT lines repeat SESSION lines for relations the audit role covers, before or after them: all
 the lines of one (session, statement, substatement) are grouped back into ONE db.query with every relation.
 
-A group is complete when its session logs another statement or substatement, disconnects, or after `group_wait`
-(the relation lines of one statement are written together, so the wait only bounds how long the last statement
-of a quiet session waits). Open groups are part of the source's committed state, already redacted.
+A group is complete when its session logs another statement or substatement, disconnects, or `group_wait` after
+its last line (the relation lines of one statement are written together, so the wait only bounds how long the
+last statement of a quiet session waits). Open groups are part of the source's committed state, already redacted.
 
 Foreign-key checks (`SELECT 1 FROM ONLY "s"."t" x WHERE "id" OPERATOR(pg_catalog.=) $1 FOR KEY SHARE OF x`, one
 per inserted row) and the cascades of referential actions are the database's own work: they are summed into one
@@ -19,12 +19,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from agent.events import DbQueryPayload, DbSessionPayload
 from agent.tailers._sql import StatementFacts, analyse_statement
-from agent.tailers.emit import MAX_COLUMNS, MAX_TABLES, NEVER_LOGGED, Emitter, name, names
+from agent.tailers._time import LogTimes, TimeFormatError
+from agent.tailers.emit import MAX_COLUMNS, MAX_TABLES, NEVER_LOGGED, Emitter, name
 
 csv.field_size_limit(1 << 30)  # a logged statement can be far longer than csv's default 128 KiB
 
@@ -48,13 +50,12 @@ _DISCONNECTION = re.compile(
     r"(?: port=(?P<port>\d+))?"
 )
 _PREVIOUSLY_LOGGED = "<previously logged>"
+_SESSION_MESSAGES = ("connection authorized: ", "replication connection authorized: ", "disconnection: ")
 
 
-@dataclass(frozen=True, slots=True)
-class PgContext:
-    """What a log line says besides its message."""
+class Who(NamedTuple):
+    """Whose line it is: what a log line says besides its time and message (the same for a whole session)."""
 
-    ts: dt.datetime
     session: str  # %c or csvlog session_id; the pid when neither is logged
     user: str | None = None
     database: str | None = None
@@ -65,16 +66,11 @@ class PgContext:
 
 @dataclass(slots=True)
 class _Group:
-    session: str
+    who: Who
     statement_id: int
     part: str  # the substatement id, or "fk:CLASS:relation" for a statement's foreign-key checks
     ts: dt.datetime
-    first_seen: float
-    user: str | None
-    database: str | None
-    application_name: str | None
-    client_addr: str | None
-    client_port: int | None
+    last_seen: float
     command: str
     facts: StatementFacts
     read: list[str] = field(default_factory=list)
@@ -83,24 +79,43 @@ class _Group:
     logged_at_end: bool = False  # with log_rows pgAudit writes the line when the statement ends
     system: bool = False
 
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.who.session, self.statement_id, self.part)
+
     def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
+        d = {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
+        d["who"] = list(self.who)
         d["ts"] = self.ts.isoformat()
+        d["facts"] = self.facts.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> _Group:
         d = dict(d)
+        d["who"] = Who(*d["who"])  # type: ignore[misc]
         d["ts"] = dt.datetime.fromisoformat(str(d["ts"]))
-        facts = dict(d["facts"])  # type: ignore[call-overload]
-        for k in ("tables_read", "tables_written", "columns", "sensitive_classes"):
-            facts[k] = tuple(facts.get(k, ()))
-        d["facts"] = StatementFacts(**facts)
+        d["facts"] = StatementFacts.from_dict(d["facts"])  # type: ignore[arg-type]
         return cls(**d)  # type: ignore[arg-type]
+
+
+# STATEMENT, PARAMETER and (with log_rows) ROWS, after the seven fields that never hold a quote or comma in
+# practice; anything else goes through the csv module.
+_TAIL = re.compile(r'(?:"((?:[^"]|"")*)"|([^",]*)),(?:"(?:[^"]|"")*"|[^",]*)(?:,([^",]*))?', re.DOTALL)
 
 
 def split_audit(text: str) -> list[str] | None:
     """The fields of an AUDIT message (after "AUDIT: "), or None when it is not well-formed CSV."""
+    if '"' not in text:
+        return text.split(",")  # pgAudit quotes every field holding a comma, quote or newline
+    head = text.split(",", 7)
+    if len(head) == 8 and '"' not in text[: len(text) - len(head[7])]:
+        m = _TAIL.fullmatch(head[7])
+        if m is not None:
+            quoted, plain, rows = m.groups()
+            statement = quoted.replace('""', '"') if quoted is not None else plain
+            # the PARAMETER field is not kept: bind values never go further than this
+            return [*head[:7], statement, "", *([rows] if rows is not None else [])]
     try:
         return next(csv.reader((text,), strict=True))
     except (csv.Error, StopIteration):
@@ -118,8 +133,11 @@ class PgAuditParser:
         sensitive: Mapping[str, str] | None = None,
         group_wait: float = 1.0,
         context_unknown: tuple[str, ...] = (),
+        parse_time: Callable[[str], dt.datetime] | None = None,
     ) -> None:
         self.emitter = emitter
+        # Times are read only for the lines that need one (the first of each statement), not for every line.
+        self.parse_time = parse_time or LogTimes(None).pg
         self.server = server
         self.sensitive = dict(sensitive or {})
         self.group_wait = group_wait
@@ -127,6 +145,7 @@ class PgAuditParser:
         self.now = 0.0  # wall-clock time of the current read, set by the source
         self._groups: dict[tuple[str, int, str], _Group] = {}
         self._by_session: dict[str, list[tuple[str, int, str]]] = {}
+        self._unknown_lists: dict[tuple[bool, bool], list[str]] = {}
 
     # -- state ------------------------------------------------------------------------------------------------
 
@@ -139,7 +158,7 @@ class PgAuditParser:
             self._add(_Group.from_dict(d))
 
     def flush_due(self, now: float) -> None:
-        for key in [k for k, g in self._groups.items() if g.first_seen <= now - self.group_wait]:
+        for key in [k for k, g in self._groups.items() if g.last_seen <= now - self.group_wait]:
             self._close(key)
 
     def flush_all(self) -> None:
@@ -148,16 +167,27 @@ class PgAuditParser:
 
     # -- messages ---------------------------------------------------------------------------------------------
 
-    def message(self, ctx: PgContext, severity: str, msg: str, offset: int, line: int) -> None:
+    def message(self, stamp: str, who: Who, severity: str, msg: str, offset: int, line: int) -> None:
+        """One log message; `stamp` is its time as the log wrote it."""
         if msg.startswith(AUDIT):
-            self._audit(ctx, msg[len(AUDIT) :], offset, line)
-        elif severity == "LOG":
-            if msg.startswith(("connection authorized: ", "replication connection authorized: ")):
-                self._connected(ctx, msg)
-            elif msg.startswith("disconnection: "):
-                self._disconnected(ctx, msg)
+            self._audit(stamp, who, msg[len(AUDIT) :], offset, line)
+        elif severity == "LOG" and msg.startswith(_SESSION_MESSAGES):
+            ts = self._time(stamp, offset, line)
+            if ts is None:
+                return
+            if msg.startswith("disconnection: "):
+                self._disconnected(ts, who, msg)
+            else:
+                self._connected(ts, who, msg)
 
-    def _audit(self, ctx: PgContext, text: str, offset: int, line: int) -> None:
+    def _time(self, stamp: str, offset: int, line: int) -> dt.datetime | None:
+        try:
+            return self.parse_time(stamp)
+        except TimeFormatError as e:
+            self.emitter.parse_error(offset, line, str(e))
+            return None
+
+    def _audit(self, stamp: str, who: Who, text: str, offset: int, line: int) -> None:
         fields = split_audit(text)
         if fields is None or len(fields) not in (9, 10):
             n = "no" if fields is None else str(len(fields))
@@ -173,30 +203,39 @@ class PgAuditParser:
             self.emitter.parse_error(offset, line, "an AUDIT message whose row count is not a number")
             return
         statement_id = int(sid)
-        system = cls in ("READ", "WRITE") and (_RI_CHECK.match(statement) or _RI_ACTION.match(statement)) is not None
+        system = (
+            "OPERATOR(pg_catalog.=)" in statement
+            and cls in ("READ", "WRITE")
+            and (_RI_CHECK.match(statement) or _RI_ACTION.match(statement)) is not None
+        )
         part = f"fk:{cls}:{relation}" if system else sub
-        key = (ctx.session, statement_id, part)
+        session = who.session
+        key = (session, statement_id, part)
         group = self._groups.get(key)
         facts = None
+        ts = None
         if group is None:
+            ts = self._time(stamp, offset, line)
+            if ts is None:
+                return
             if statement == _PREVIOUSLY_LOGGED:
-                statement = self._previous_text(ctx.session, statement_id)
+                statement = self._previous_text(session, statement_id)
             facts = analyse_statement(statement, "postgres", self.sensitive)
             if not system:
                 # `COPY (SELECT …) TO` is logged as two substatements with the same text: one statement.
-                for other in self._by_session.get(ctx.session, ()):
+                for other in self._by_session.get(session, ()):
                     g = self._groups[other]
                     if other[1] == statement_id and not g.system and g.facts.redacted == facts.redacted:
                         key, group = other, g
                         break
-        self._close_before(ctx.session, statement_id, key[2])
+        if session in self._by_session:
+            self._close_before(session, statement_id, key[2])
         if group is None:
-            group = _Group(
-                ctx.session, statement_id, key[2], ctx.ts, self.now, ctx.user, ctx.database, ctx.application_name,
-                ctx.client_addr, ctx.client_port, command, facts or analyse_statement(statement, "postgres"),
-                logged_at_end=rows_text is not None, system=system,
-            )
+            group = _Group(who, statement_id, key[2], ts or self.parse_time(stamp), self.now, command,
+                           facts or analyse_statement(statement, "postgres"),
+                           logged_at_end=rows_text is not None, system=system)
             self._add(group)
+        group.last_seen = self.now
         if relation:
             if cls == "READ" and relation not in group.read:
                 group.read.append(relation)
@@ -226,87 +265,93 @@ class PgAuditParser:
                 self._close(key)
 
     def _add(self, group: _Group) -> None:
-        key = (group.session, group.statement_id, group.part)
+        key = group.key
         self._groups[key] = group
-        self._by_session.setdefault(group.session, []).append(key)
+        self._by_session.setdefault(key[0], []).append(key)
 
     def _close(self, key: tuple[str, int, str]) -> None:
         group = self._groups.pop(key, None)
         if group is None:
             return
-        keys = self._by_session.get(group.session)
+        keys = self._by_session.get(key[0])
         if keys is not None:
             keys.remove(key)
             if not keys:
-                del self._by_session[group.session]
+                del self._by_session[key[0]]
         self._emit(group)
 
     def _emit(self, g: _Group) -> None:
-        f = g.facts
-        unknown = [*NEVER_LOGGED, "error_code", *self.context_unknown]
+        f, who = g.facts, g.who
         rows = g.rows
         if f.cursor_name is not None or g.command == "DECLARE CURSOR":
             rows = None  # pgAudit logs 0 for DECLARE and never logs the FETCHes: the rows read are not known
-        if rows is None:
-            unknown.append("rows")
-        if g.logged_at_end:
-            unknown.append("started_at")
         payload = DbQueryPayload(
-            session_id=g.session,
+            session_id=who.session,
             statement_type=(f.statement_type or g.command)[:64],
             fingerprint=f.fingerprint,
             statement=f.redacted,
-            database=name(g.database),
-            application_name=name(g.application_name, 1024),
-            client_addr=name(g.client_addr, 64),
-            client_port=g.client_port,
-            server=name(self.server, 1024),
+            database=who.database,
+            application_name=who.application_name,
+            client_addr=who.client_addr,
+            client_port=who.client_port,
+            server=self.server,
             started_at=None if g.logged_at_end else g.ts,
-            tables_read=names(g.read or list(f.tables_read), MAX_TABLES),
-            tables_written=names(g.written or list(f.tables_written), MAX_TABLES),
-            columns=names(f.columns, MAX_COLUMNS),
-            sensitive_classes=list(f.sensitive_classes)[:64],
+            tables_read=(g.read or list(f.tables_read))[:MAX_TABLES],
+            tables_written=(g.written or list(f.tables_written))[:MAX_TABLES],
+            columns=list(f.columns[:MAX_COLUMNS]),
+            sensitive_classes=list(f.sensitive_classes[:64]),
             rows=rows,
-            cursor=name(f.cursor_name),
+            cursor=f.cursor_name,
             system=g.system,
-            unknown=unknown,
+            unknown=self._unknown(rows is None, g.logged_at_end),
         )
-        self.emitter.query(payload, g.ts, g.user, f.end_user)
+        self.emitter.query(payload, g.ts, who.user, f.end_user)
+
+    def _unknown(self, rows: bool, at_end: bool) -> list[str]:
+        # Shared, never-modified lists: one per combination.
+        key = (rows, at_end)
+        found = self._unknown_lists.get(key)
+        if found is None:
+            found = [*NEVER_LOGGED, "error_code", *self.context_unknown]
+            found += ["rows"] if rows else []
+            found += ["started_at"] if at_end else []
+            self._unknown_lists[key] = found
+        return found
 
     # -- sessions ---------------------------------------------------------------------------------------------
 
-    def _connected(self, ctx: PgContext, msg: str) -> None:
+    def _connected(self, ts: dt.datetime, who: Who, msg: str) -> None:
         m = _AUTHORIZED.match(msg)
         if m is None:
             return
-        app = m.group("app") if m.group("app") is not None else ctx.application_name
+        app = m.group("app") if m.group("app") is not None else who.application_name
         payload = DbSessionPayload(
-            session_id=ctx.session,
+            session_id=who.session,
             phase="start",
-            database=name(m.group("db") or ctx.database),
+            database=name(m.group("db") or who.database),
             application_name=name(app, 1024),
-            client_addr=name(ctx.client_addr, 64),
-            client_port=ctx.client_port,
+            client_addr=who.client_addr,
+            client_port=who.client_port,
             tls=m.group("tls") is not None,
             unknown=["auth_method", "server_addr", "server_port", "process"]
             + [u for u in self.context_unknown if u in ("client_addr", "client_port")],
         )
-        self.emitter.session(payload, ctx.ts, m.group("user") or ctx.user)
+        self.emitter.session(payload, ts, m.group("user") or who.user)
 
-    def _disconnected(self, ctx: PgContext, msg: str) -> None:
-        for key in list(self._by_session.get(ctx.session, ())):
+    def _disconnected(self, ts: dt.datetime, who: Who, msg: str) -> None:
+        for key in list(self._by_session.get(who.session, ())):
             self._close(key)
         m = _DISCONNECTION.match(msg)
         if m is None:
             return
         port = m.group("port")
         payload = DbSessionPayload(
-            session_id=ctx.session,
+            session_id=who.session,
             phase="end",
-            database=name(m.group("db") or ctx.database),
-            application_name=name(ctx.application_name, 1024),
-            client_addr=name(m.group("host") or ctx.client_addr, 64),
-            client_port=int(port) if port else ctx.client_port,
+            database=name(m.group("db") or who.database),
+            application_name=who.application_name,
+            client_addr=name(m.group("host"), 64) or who.client_addr,
+            client_port=int(port) if port else who.client_port,
             unknown=["auth_method", "server_addr", "server_port", "process", "tls"],
         )
-        self.emitter.session(payload, ctx.ts, m.group("user") or ctx.user)
+        self.emitter.session(payload, ts, m.group("user") or who.user)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 
-from agent.tailers._time import LogTimes, TimeFormatError
-from agent.tailers.pgaudit import PgAuditParser, PgContext
+from agent.tailers._time import LogTimes
+from agent.tailers.emit import name
+from agent.tailers.pgaudit import PgAuditParser, Who
 
 csv.field_size_limit(1 << 30)  # a logged statement can be far longer than csv's default 128 KiB
 
@@ -32,6 +33,8 @@ class CsvFormat:
         self._size = 0
         self._quotes = 0
         self._skipping = False
+        self._who: dict[tuple[str, ...], Who] = {}
+        parser.parse_time = times.pg
 
     def held(self) -> tuple[int, int] | None:
         return (self._start[0], self._start[1] - 1) if self._parts else None
@@ -78,23 +81,28 @@ class CsvFormat:
             self.parser.emitter.parse_error(offset, number, f"a csvlog record with {len(row)} columns; "
                                             f"PostgreSQL writes at least {MIN_COLUMNS}")
             return
-        try:
-            ts = self.times.pg(row[_LOG_TIME])
-        except TimeFormatError as e:
-            self.parser.emitter.parse_error(offset, number, str(e))
-            return
-        addr, port = row[_FROM] or None, None
+        ts = row[_LOG_TIME]
+        key = (row[_SESSION], row[_PID], row[_USER], row[_DB], row[_APP], row[_FROM])
+        who = self._who.get(key)
+        if who is None:
+            who = self._make_who(*key)
+            if len(self._who) >= 4096:
+                self._who.clear()
+            self._who[key] = who
+        self.parser.message(ts, who, row[_SEVERITY], row[_MESSAGE], offset, number)
+
+    @staticmethod
+    def _make_who(session: str, pid: str, user: str, database: str, app: str, remote: str) -> Who:
+        addr, port = remote or None, None
         if addr and addr != "[local]":
             host, sep, p = addr.rpartition(":")
-            if sep and p.isdigit():
+            if sep and p.isdigit() and int(p) <= 65535:
                 addr, port = host, int(p)
-        ctx = PgContext(
-            ts=ts,
-            session=row[_SESSION] or row[_PID] or "unknown",
-            user=row[_USER] or None,
-            database=row[_DB] or None,
-            application_name=row[_APP] or None,
-            client_addr=addr,
+        return Who(
+            session=name(session or pid) or "unknown",
+            user=name(user),
+            database=name(database),
+            application_name=name(app, 1024),
+            client_addr=name(addr, 64),
             client_port=port,
         )
-        self.parser.message(ctx, row[_SEVERITY], row[_MESSAGE], offset, number)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import re
 
 from agent.errors import ConfigError
-from agent.tailers._time import LogTimes, TimeFormatError
-from agent.tailers.pgaudit import AUDIT, PgAuditParser, PgContext
+from agent.tailers._time import LogTimes
+from agent.tailers.emit import name
+from agent.tailers.pgaudit import AUDIT, PgAuditParser, Who
 
 RECOMMENDED_PREFIX = "%m [%p] %c %q%u@%d %r %a "
 SEVERITIES = "LOG|ERROR|FATAL|PANIC|WARNING|NOTICE|INFO|DEBUG[1-5]?|DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION"
@@ -87,26 +88,34 @@ class StderrFormat:
         self.regex = compile_prefix(prefix)
         self.times = times
         self.max_record_bytes = max_record_bytes
-        self._held: tuple[PgContext, str, list[str], int, int, int] | None = None  # ctx, severity, parts, off…
+        groups = self.regex.groupindex
+        self._time_group = "m" if "m" in groups else "t" if "t" in groups else "n"
+        self._who_groups = tuple(g for g in ("c", "p", "u", "d", "r", "h", "a") if g in groups)
+        # positions in m.groups(): one call instead of one per field
+        self._at_time = groups[self._time_group] - 1
+        self._at_who = tuple(groups[g] - 1 for g in self._who_groups)
+        self._at_severity, self._at_message = groups["severity"] - 1, groups["message"] - 1
+        self._who: dict[tuple[str | None, ...], Who] = {}
+        parser.parse_time = times.pg_epoch if self._time_group == "n" else times.pg
+        # the first line of a record not yet complete: time, who, severity, message parts, offset, number, size
+        self._held: tuple[str, Who, str, list[str], int, int, int] | None = None
         self._quotes = 0
-        self._skipping = False  # the rest of an over-long record
 
     def held(self) -> tuple[int, int] | None:
         """(offset, lines before it) of the first line not yet turned into events."""
         if self._held is None:
             return None
-        return self._held[3], self._held[4] - 1
+        return self._held[4], self._held[5] - 1
 
     def reset(self) -> None:
-        self._held, self._quotes, self._skipping = None, 0, False
+        self._held, self._quotes = None, 0
 
     def feed(self, raw: bytes, offset: int, number: int) -> None:
         text = raw.decode("utf-8", "replace")
         if text.startswith("\t"):
             if self._held is not None:
                 self._continue(text[1:])
-            return  # a continuation of a message that is not pgAudit's (or of a skipped one)
-        self._skipping = False
+            return  # a continuation of a message that is not pgAudit's (or of one given up on)
         if self._held is not None:
             self._broken("an AUDIT message ended before its quoted statement did")
         m = self.regex.match(text)
@@ -114,56 +123,50 @@ class StderrFormat:
             self.parser.emitter.parse_error(offset, number, "the line does not start with the configured "
                                             "log_line_prefix")
             return
-        ctx = self._context(m, offset, number)
-        if ctx is None:
-            return
-        message = m.group("message")
-        severity = m.group("severity")
+        values = m.groups()
+        ts = values[self._at_time]
+        key = tuple(values[i] for i in self._at_who)
+        who = self._who.get(key)
+        if who is None:
+            who = self._make_who(dict(zip(self._who_groups, key)))
+            if len(self._who) >= 4096:
+                self._who.clear()
+            self._who[key] = who
+        message = values[self._at_message]
+        severity = values[self._at_severity]
         quotes = message.count('"')
         if quotes % 2 and message.startswith(AUDIT):
-            self._held = (ctx, severity, [message], offset, number, len(message))
+            self._held = (ts, who, severity, [message], offset, number, len(message))
             self._quotes = quotes
             return
-        self.parser.message(ctx, severity, message, offset, number)
+        self.parser.message(ts, who, severity, message, offset, number)
 
     def _continue(self, text: str) -> None:
         held = self._held
         if held is None:
             return
-        ctx, severity, parts, offset, number, size = held
+        ts, who, severity, parts, offset, number, size = held
         parts.append(text)
         size += len(text) + 1
         if size > self.max_record_bytes:
             self._broken("an AUDIT message longer than max_record_bytes")
-            self._skipping = True
             return
-        self._held = (ctx, severity, parts, offset, number, size)
+        self._held = (ts, who, severity, parts, offset, number, size)
         self._quotes += text.count('"')
         if self._quotes % 2 == 0:
             self._held = None
-            self.parser.message(ctx, severity, "\n".join(parts), offset, number)
+            self.parser.message(ts, who, severity, "\n".join(parts), offset, number)
 
     def _broken(self, reason: str) -> None:
         held, self._held = self._held, None
         if held is not None:
-            self.parser.emitter.parse_error(held[3], held[4], reason)
+            self.parser.emitter.parse_error(held[4], held[5], reason)
 
     def end_of_file(self) -> None:
         self._broken("the file ended inside an AUDIT message")
 
-    def _context(self, m: re.Match[str], offset: int, number: int) -> PgContext | None:
-        groups = m.groupdict()
-        try:
-            if groups.get("m"):
-                ts = self.times.pg(groups["m"])
-            elif groups.get("t"):
-                ts = self.times.pg(groups["t"])
-            else:
-                ts = self.times.pg_epoch(groups["n"])
-        except (TimeFormatError, KeyError, TypeError) as e:
-            self.parser.emitter.parse_error(offset, number, str(e) if isinstance(e, TimeFormatError) else
-                                            "the line has no time")
-            return None
+    @staticmethod
+    def _make_who(groups: dict[str, str | None]) -> Who:
         addr, port = groups.get("h") or None, None
         remote = groups.get("r")
         if remote:
@@ -172,14 +175,12 @@ class StderrFormat:
                 addr, port = cm.group(1), int(cm.group(2))
             else:
                 addr = remote
-        session = groups.get("c") or groups.get("p") or "unknown"
-        user, database = groups.get("u"), groups.get("d")
-        return PgContext(
-            ts=ts,
-            session=session,
-            user=None if not user or user == "[unknown]" else user,
-            database=None if not database or database == "[unknown]" else database,
-            application_name=None if groups.get("a") in (None, "", "[unknown]") else groups.get("a"),
-            client_addr=addr,
-            client_port=port,
+        user, database, app = groups.get("u"), groups.get("d"), groups.get("a")
+        return Who(
+            session=name(groups.get("c") or groups.get("p")) or "unknown",
+            user=None if user == "[unknown]" else name(user),
+            database=None if database == "[unknown]" else name(database),
+            application_name=None if app == "[unknown]" else name(app, 1024),
+            client_addr=name(addr, 64),
+            client_port=port if port is not None and port <= 65535 else None,
         )

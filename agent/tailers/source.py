@@ -23,7 +23,7 @@ from agent.errors import SpoolFull
 from agent.runtime import spool_events
 from agent.spool import Spool
 from agent.tailers.emit import Emitter
-from agent.tailers.follow import Follower, Position
+from agent.tailers.follow import Chunk, Follower, Position
 
 log = logging.getLogger("custos.tailers")
 MAX_CHUNKS_PER_POLL = 16
@@ -77,6 +77,7 @@ class TailerSource:
         self.cursor_name = f"tailer:{name}"
         self.spool: Spool | None = None
         self._position: Position | None = None
+        self._backlog: tuple[Chunk, int] | None = None
         self._counts: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,23 +126,38 @@ class TailerSource:
         now = self.clock()
         self.format.now = now
         position: Position | None = None
-        lines = 0
+        read = 0
         for _ in range(MAX_CHUNKS_PER_POLL):
-            chunk = self.follower.read()
-            self._take_gap()
-            if chunk is None:
-                break
+            if self._backlog is not None:  # the rest of a chunk a full batch left unread
+                chunk, start = self._backlog
+                self._backlog = None
+            else:
+                chunk, start = self.follower.read(), 0
+                self._take_gap()
+                if chunk is None:
+                    break
             self.emitter.location = chunk.end.path
-            for raw, offset, number in chunk.lines:
+            lines = chunk.lines
+            i = start
+            while i < len(lines):
+                raw, offset, number = lines[i]
+                i += 1
                 try:
                     self.format.feed(raw, offset, number)
                 except Exception:  # noqa: BLE001 - one line must never stop the tailer
                     log.exception("%s: reading line %d of %s failed", self.name, number, chunk.end.path)
                     self.emitter.parse_error(offset, number, "the line could not be read (internal error, logged)")
-            lines += len(chunk.lines)
+                if len(self.emitter.events) >= self.batch_events and i < len(lines):
+                    break
+            read += i - start
+            held = self.format.held()
+            if i < len(lines):
+                self._backlog = (chunk, i)
+                position = chunk.at(*held) if held is not None else chunk.at(lines[i][1], lines[i][2] - 1)
+                break
             if chunk.final:
                 self.format.end_of_file()
-            held = self.format.held()
+                held = None
             position = chunk.at(*held) if held is not None else chunk.end
             if len(self.emitter.events) >= self.batch_events:
                 break
@@ -155,7 +171,7 @@ class TailerSource:
         spool_events(spool, events, cursor=(self.cursor_name, msgspec.json.encode(cursor).decode()))
         self._position = position
         self._counts = Counter(self.emitter.counts)
-        return lines
+        return read
 
     def _take_gap(self) -> None:
         gap = self.follower.take_gap()
@@ -171,6 +187,7 @@ class TailerSource:
         cursor = _Cursor() if raw is None else msgspec.json.decode(raw, type=_Cursor)
         self._position = None if cursor.pos is None else Position.from_dict(cursor.pos)
         self.follower.restore(self._position)
+        self._backlog = None
         self.format.reset()
         self.format.restore(cursor.state)
         self.emitter.discard()
