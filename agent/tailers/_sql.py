@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 MAX_STATEMENT_CHARS = 65536  # the event schema's bound on `statement`
 _CACHE_SIZE = 8192
+_CACHE_MAX_CHARS = 8192
 
 
 class StatementFacts(NamedTuple):
@@ -49,6 +50,8 @@ def analyse_statement(sql: str, dialect: str, sensitive: Mapping[str, str] | Non
     if hit is not None:
         return hit
     facts = _fallback(sql, dialect)
+    if len(sql) > _CACHE_MAX_CHARS:
+        return facts  # huge texts (bulk VALUES lists) rarely repeat; keep the cache's memory bounded
     if len(_cache) >= _CACHE_SIZE:
         _cache.clear()  # cheaper than tracking recency; statements that repeat come back at once
     _cache[key] = facts  # single dict operations: safe under the GIL for several tailer threads

@@ -268,9 +268,10 @@ class Follower:
         current file."""
         current = self._locate()
         if self._finished is None:
+            # The file did not exist when reading started: all of it is new, whatever start_at says.
             if current is None or _stat(current) is None:
                 return False
-            return self._open(current, at_end=self.start_at_end) is not None
+            return self._open(current) is not None
         after = self._finished.mtime_ns
         best: tuple[int, int, str] | None = None
         for path in self._candidates():

@@ -222,3 +222,10 @@ def test_compressed_rotated_files_are_never_opened(tmp_path: Path) -> None:
     append(log, b"2\n")
     assert drain(f)[0] == [b"2"]
     assert f.take_gap() is not None
+
+
+def test_a_file_created_after_start_is_read_from_its_beginning_even_with_start_at_end(tmp_path: Path) -> None:
+    log = tmp_path / "later.log"
+    f = follower(log, start_at_end=True)
+    log.write_bytes(b"first\n")
+    assert drain(f)[0] == [b"first"]
