@@ -95,7 +95,8 @@ def write_mariadb(path: Path, lines: int, repeat: bool = False, seed: int = 7) -
             head = f"20261127 03:22:{written % 60:02d},db1,alice,10.1.2.3,{conn},{qid}"
             if rng.random() < 0.6:
                 f.write(f"{head},READ,bank,customers,\n")
-                f.write(f"{head},QUERY,bank,'SELECT name, email FROM customers WHERE id = {n} AND branch = \\'B{n % 97}\\'',0\n")
+                f.write(f"{head},QUERY,bank,'SELECT name, email FROM customers WHERE id = {n} "
+                        f"AND branch = \\'B{n % 97}\\'',0\n")
                 written += 2
             else:
                 f.write(f"{head},READ,bank,customers,\n{head},READ,bank,orders,\n")

@@ -98,7 +98,7 @@ class MariaDbAuditFormat:
     ) -> None:
         self.emitter = emitter
         self.times = times
-        self.server = server
+        self.server = name(server, 1024)
         self.sensitive = dict(sensitive or {})
         self.group_wait = group_wait
         self.query_log_limit = query_log_limit
@@ -127,10 +127,6 @@ class MariaDbAuditFormat:
 
     def flush_due(self, now: float) -> None:
         for key in [k for k, p in self._pending.items() if p.last_seen <= now - self.group_wait]:
-            self._orphan(key)
-
-    def flush_all(self) -> None:
-        for key in list(self._pending):
             self._orphan(key)
 
     # -- lines ------------------------------------------------------------------------------------------------
@@ -207,7 +203,7 @@ class MariaDbAuditFormat:
             database=name(database),
             client_addr=name(addr, 64),
             client_port=port,
-            server=name(self.server, 1024),
+            server=self.server,
             tables_read=names(pending.read if pending and pending.read else list(facts.tables_read), MAX_TABLES),
             tables_written=names(pending.written if pending and pending.written else list(facts.tables_written),
                                  MAX_TABLES),
@@ -270,7 +266,7 @@ class MariaDbAuditFormat:
             statement="",
             client_addr=name(pending.client_addr, 64),
             client_port=pending.client_port,
-            server=name(self.server, 1024),
+            server=self.server,
             tables_read=names(pending.read, MAX_TABLES),
             tables_written=names(pending.written, MAX_TABLES),
             unknown=unknown,

@@ -21,12 +21,12 @@ import datetime as dt
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from agent.events import DbQueryPayload, DbSessionPayload
+from agent.events import DbQueryPayload
 from agent.tailers._sql import StatementFacts, analyse_statement
 from agent.tailers._time import LogTimes, TimeFormatError
 from agent.tailers.emit import MAX_COLUMNS, MAX_TABLES, NEVER_LOGGED, Emitter, name
+from agent.tailers.pgaudit_sessions import Who, session_end, session_start
 
 csv.field_size_limit(1 << 30)  # a logged statement can be far longer than csv's default 128 KiB
 
@@ -40,28 +40,8 @@ _RI_ACTION = re.compile(
     r"OPERATOR\(pg_catalog\.=\))",
     re.DOTALL,
 )
-_AUTHORIZED = re.compile(
-    r"^(?:replication )?connection authorized: user=(?P<user>\S*)(?: database=(?P<db>\S*))?"
-    r"(?: application_name=(?P<app>.*?))?(?P<tls> SSL enabled \(.*\))?(?: GSS \(.*\))?$",
-    re.DOTALL,
-)
-_DISCONNECTION = re.compile(
-    r"^disconnection: session time: \S+ user=(?P<user>\S*) database=(?P<db>\S*) host=(?P<host>\S*)"
-    r"(?: port=(?P<port>\d+))?"
-)
 _PREVIOUSLY_LOGGED = "<previously logged>"
 _SESSION_MESSAGES = ("connection authorized: ", "replication connection authorized: ", "disconnection: ")
-
-
-class Who(NamedTuple):
-    """Whose line it is: what a log line says besides its time and message (the same for a whole session)."""
-
-    session: str  # %c or csvlog session_id; the pid when neither is logged
-    user: str | None = None
-    database: str | None = None
-    application_name: str | None = None
-    client_addr: str | None = None
-    client_port: int | None = None
 
 
 @dataclass(slots=True)
@@ -138,7 +118,7 @@ class PgAuditParser:
         self.emitter = emitter
         # Times are read only for the lines that need one (the first of each statement), not for every line.
         self.parse_time = parse_time or LogTimes(None).pg
-        self.server = server
+        self.server = name(server, 1024)
         self.sensitive = dict(sensitive or {})
         self.group_wait = group_wait
         self.context_unknown = context_unknown  # fields this format's lines do not carry
@@ -159,10 +139,6 @@ class PgAuditParser:
 
     def flush_due(self, now: float) -> None:
         for key in [k for k, g in self._groups.items() if g.last_seen <= now - self.group_wait]:
-            self._close(key)
-
-    def flush_all(self) -> None:
-        for key in list(self._groups):
             self._close(key)
 
     # -- messages ---------------------------------------------------------------------------------------------
@@ -321,37 +297,13 @@ class PgAuditParser:
     # -- sessions ---------------------------------------------------------------------------------------------
 
     def _connected(self, ts: dt.datetime, who: Who, msg: str) -> None:
-        m = _AUTHORIZED.match(msg)
-        if m is None:
-            return
-        app = m.group("app") if m.group("app") is not None else who.application_name
-        payload = DbSessionPayload(
-            session_id=who.session,
-            phase="start",
-            database=name(m.group("db") or who.database),
-            application_name=name(app, 1024),
-            client_addr=who.client_addr,
-            client_port=who.client_port,
-            tls=m.group("tls") is not None,
-            unknown=["auth_method", "server_addr", "server_port", "process"]
-            + [u for u in self.context_unknown if u in ("client_addr", "client_port")],
-        )
-        self.emitter.session(payload, ts, m.group("user") or who.user)
+        found = session_start(who, msg, self.context_unknown)
+        if found is not None:
+            self.emitter.session(found[0], ts, found[1])
 
     def _disconnected(self, ts: dt.datetime, who: Who, msg: str) -> None:
         for key in list(self._by_session.get(who.session, ())):
-            self._close(key)
-        m = _DISCONNECTION.match(msg)
-        if m is None:
-            return
-        port = m.group("port")
-        payload = DbSessionPayload(
-            session_id=who.session,
-            phase="end",
-            database=name(m.group("db") or who.database),
-            application_name=who.application_name,
-            client_addr=name(m.group("host"), 64) or who.client_addr,
-            client_port=int(port) if port else who.client_port,
-            unknown=["auth_method", "server_addr", "server_port", "process", "tls"],
-        )
-        self.emitter.session(payload, ts, m.group("user") or who.user)
+            self._close(key)  # the session's last statement is complete
+        found = session_end(who, msg)
+        if found is not None:
+            self.emitter.session(found[0], ts, found[1])

@@ -13,7 +13,8 @@ import csv
 
 from agent.tailers._time import LogTimes
 from agent.tailers.emit import name
-from agent.tailers.pgaudit import PgAuditParser, Who
+from agent.tailers.pgaudit import PgAuditParser
+from agent.tailers.pgaudit_sessions import Who
 
 csv.field_size_limit(1 << 30)  # a logged statement can be far longer than csv's default 128 KiB
 

@@ -21,7 +21,8 @@ import re
 from agent.errors import ConfigError
 from agent.tailers._time import LogTimes
 from agent.tailers.emit import name
-from agent.tailers.pgaudit import AUDIT, PgAuditParser, Who
+from agent.tailers.pgaudit import AUDIT, PgAuditParser
+from agent.tailers.pgaudit_sessions import Who
 
 RECOMMENDED_PREFIX = "%m [%p] %c %q%u@%d %r %a "
 SEVERITIES = "LOG|ERROR|FATAL|PANIC|WARNING|NOTICE|INFO|DEBUG[1-5]?|DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION"

@@ -13,7 +13,8 @@ def append(path: Path, data: bytes) -> None:
 
 
 def follower(path: Path, **kw: object) -> Follower:
-    f = Follower(lambda: str(path), lambda: sorted(str(p) for p in path.parent.glob(path.name + ".*")), **kw)  # type: ignore[arg-type]
+    rotated = lambda: sorted(str(p) for p in path.parent.glob(path.name + ".*"))  # noqa: E731
+    f = Follower(lambda: str(path), rotated, **kw)  # type: ignore[arg-type]
     f.restore(None)
     return f
 

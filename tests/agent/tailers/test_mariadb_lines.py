@@ -63,7 +63,8 @@ def test_query_text_is_unescaped_before_redaction_and_a_cut_text_is_marked(tmp_p
     log = write(
         tmp_path,
         r"20261127 01:54:29,vm,alice,localhost,7,23,QUERY,shop,'SELECT \'it\\\'s, ok\', 5 FROM t',0",
-        "20261127 01:54:29,vm,alice,localhost,7,24,QUERY,shop,'SELECT name FROM customers WHERE ssn IN (\\'123-45-67',0",
+        "20261127 01:54:29,vm,alice,localhost,7,24,QUERY,shop,"
+        "'SELECT name FROM customers WHERE ssn IN (\\'123-45-67',0",
     )
     first, cut = of_kind(read_all("mariadb_audit", log, tmp_path, query_log_limit=46), "db.query")
     assert first.payload.statement == "SELECT ?, ? FROM t"

@@ -52,7 +52,8 @@ def test_prefix_escapes_padding_and_q_for_processes_without_a_session() -> None:
 def test_a_statement_with_newlines_is_read_from_its_tab_continuation_lines(tmp_path: Path) -> None:
     log = write(
         tmp_path,
-        line('AUDIT: SESSION,1,1,READ,SELECT,TABLE,public.t,"SELECT a,\n\tb FROM t\n\tWHERE c = \'x, ""y""\n\tz\'",<none>'),
+        line('AUDIT: SESSION,1,1,READ,SELECT,TABLE,public.t,"SELECT a,\n\tb FROM t\n\tWHERE c = \'x, ""y""\n\tz\'",'
+             "<none>"),
         # a message of the server's own with continuation lines is skipped without complaint
         line("ERROR:  syntax error", 1).replace("LOG:  ERROR:  ", "ERROR:  ") + "\tmore detail\n",
         line("AUDIT: SESSION,2,1,READ,SELECT,TABLE,public.u,SELECT 1 FROM u,<none>", 2),

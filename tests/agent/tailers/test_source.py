@@ -165,7 +165,8 @@ def test_configuration_errors_name_the_key_and_the_fix() -> None:
 def test_a_log_named_in_current_logfiles_is_followed_to_each_new_file(tmp_path: Path) -> None:
     data = tmp_path / "data"
     (data / "log").mkdir(parents=True)
-    line = "2026-11-27 01:52:37.{ms:03d} UTC [7] LOG:  AUDIT: SESSION,{n},1,READ,SELECT,TABLE,public.t,SELECT {n},<none>\n"
+    line = ("2026-11-27 01:52:37.{ms:03d} UTC [7] LOG:  AUDIT: SESSION,{n},1,READ,SELECT,TABLE,public.t,SELECT {n},"
+            "<none>\n")
     (data / "log" / "a.log").write_text(line.format(ms=1, n=1))
     (data / "current_logfiles").write_text("stderr log/a.log\ncsvlog log/a.csv\n")
     with Spool(tmp_path / "spool.sqlite3") as spool:
