@@ -213,3 +213,25 @@ def test_a_record_cut_by_the_end_of_a_rotated_file_is_reported(tmp_path: Path) -
     assert err.payload.reason == "the file ended inside an AUDIT message"
     assert (err.payload.location, err.payload.line) == (str(tmp_path / "pg.log.1"), 1)
     assert [q.payload.tables_read for q in of_kind(events, "db.query")] == [["public.u"]]
+
+
+@pytest.mark.parametrize("fmt", ["stderr", "csvlog"])
+def test_a_record_longer_than_max_record_bytes_is_reported_and_the_next_one_read(tmp_path: Path, fmt: str) -> None:
+    big = "\n".join(f"OR name = 'value-{i}'" for i in range(200))  # about 5 KB over many lines
+    audit = f'AUDIT: SESSION,1,1,READ,SELECT,TABLE,public.t,"SELECT 1 FROM t WHERE false\n{big}",<none>'
+    after = "AUDIT: SESSION,2,1,READ,SELECT,TABLE,public.u,SELECT 2 FROM u,<none>"
+    if fmt == "stderr":
+        text = line(audit.replace("\n", "\n\t")) + line(after, 1)
+    else:
+        def row(msg: str, ms: int) -> str:
+            quoted = '"' + msg.replace('"', '""') + '"'
+            return (f'2026-11-27 03:22:47.{ms:03d} UTC,"alice","bank",22918,"10.1.2.3:48106",6b08f787.5986,1,'
+                    f'"SELECT",2026-11-27 03:22:40 UTC,3/1,0,LOG,00000,{quoted},,,,,,,,,"psql","client backend",,0\n')
+        text = row(audit, 0) + row(after, 1)
+    log = write(tmp_path, text)
+    events = read_all("pgaudit", log, tmp_path, format=fmt, log_line_prefix=P, max_record_bytes="1KiB")
+    [err] = of_kind(events, "agent.parse_error")
+    assert "max_record_bytes" in err.payload.reason and err.payload.line == 1
+    assert [q.payload.tables_read for q in of_kind(events, "db.query")] == [["public.u"]]
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("spool.sqlite3*"))
+    assert b"value-1" not in stored
