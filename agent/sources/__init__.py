@@ -10,8 +10,12 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.runtime import Source
+from agent.tailers.config import mariadb_audit_source, pgaudit_source
 
-SOURCE_TYPES: dict[str, Callable[[str, dict[str, Any], AgentConfig], Source]] = {}
+SOURCE_TYPES: dict[str, Callable[[str, dict[str, Any], AgentConfig], Source]] = {
+    "pgaudit": pgaudit_source,  # pgAudit lines in PostgreSQL's stderr log or csvlog (agent/tailers)
+    "mariadb_audit": mariadb_audit_source,  # MariaDB's server_audit file (agent/tailers)
+}
 
 
 def build_sources(config: AgentConfig) -> list[Source]:
