@@ -1,25 +1,18 @@
 """The one door through which the tailers analyse SQL: `analyse_statement(sql, dialect, sensitive)`.
 
-The proxy and the tailers must fingerprint and redact a statement identically, so this function is meant to call
-the shared analysis library. Until that library is wired in, it uses a deliberately crude fallback that errs on
-the side of hiding: EVERY quoted string (single-, double- or dollar-quoted for MariaDB/PostgreSQL as their
-dialects quote strings), every number and every comment body is replaced, and an unterminated quote hides
-everything after it. The fallback cannot tell tables or columns (the tailers take relations from the audit logs
-themselves) nor sensitive classes.
-
-Results are cached by the exact statement text (in memory only): servers log the same statements over and over.
+It calls the shared analysis library (`agent.sqlaudit`), the same code the PostgreSQL proxy uses, so a statement
+gets the same fingerprint and redaction whichever sensor saw it. The library never raises on any text and never
+lets a literal through; where it cannot parse, tables come from keywords and every literal is still replaced.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from agent.sqlaudit import Analyser, SensitiveMap
+
 MAX_STATEMENT_CHARS = 65536  # the event schema's bound on `statement`
-_CACHE_SIZE = 8192
-_CACHE_MAX_CHARS = 8192
 
 
 class StatementFacts(NamedTuple):
@@ -43,85 +36,38 @@ class StatementFacts(NamedTuple):
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
-def analyse_statement(sql: str, dialect: str, sensitive: Mapping[str, str] | None = None) -> StatementFacts:
-    """Fingerprint, redacted text and what the statement touches; `dialect` is "postgres" or "mysql"."""
-    key = (dialect, sql)
-    hit = _cache.get(key)
-    if hit is not None:
-        return hit
-    facts = _fallback(sql, dialect)
-    if len(sql) > _CACHE_MAX_CHARS:
-        return facts  # huge texts (bulk VALUES lists) rarely repeat; keep the cache's memory bounded
-    if len(_cache) >= _CACHE_SIZE:
-        _cache.clear()  # cheaper than tracking recency; statements that repeat come back at once
-    _cache[key] = facts  # single dict operations: safe under the GIL for several tailer threads
-    return facts
+# One analyser per (dialect, sensitive map): each keeps its own caches of statement shapes. Keyed by the map's
+# identity (tailers build theirs once from configuration) and holding the map, so that an id is never reused.
+_analysers: dict[tuple[str, int], tuple[Mapping[str, str] | None, Analyser]] = {}
 
 
-_cache: dict[tuple[str, str], StatementFacts] = {}
-
-# One pass over the text that stops only at what must be replaced or skipped: comments, quoted strings, quoted
-# identifiers (kept whole, so that nothing inside them is taken for a literal) and numbers that do not belong to
-# a word or a $n parameter. Plain words and punctuation are copied by the regex engine, not by Python.
-# The lookahead lets the engine pass over ordinary characters without trying every alternative at each of them.
-_PG_TOKENS = re.compile(
-    r"""(?=[/\-"'$0-9.]|[eE]'|[uU]&')(?:
-  (?P<block>/\*.*?(?:\*/|\Z))
-| (?P<line>--[^\n]*)
-| (?P<ident>"(?:[^"]|"")*(?:"|\Z))
-| (?P<lit>(?<![\w$])[eE]'(?:[^'\\]|\\.|'')*(?:'|\Z)
-        | (?:(?<![\w$])[uU]&)?'(?:[^']|'')*(?:'|\Z)
-        | \$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?(?:\$(?P=tag)\$|\Z)
-        | (?<![\w$.])(?:0[xX][0-9A-Fa-f_]+|(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$])
-        ))""",
-    re.VERBOSE | re.DOTALL,
-)
-_MY_TOKENS = re.compile(
-    r"""(?=[/\-#`"'0-9.])(?:
-  (?P<block>/\*.*?(?:\*/|\Z))
-| (?P<line>(?:--\s|\#)[^\n]*)
-| (?P<ident>`(?:[^`]|``)*(?:`|\Z))
-| (?P<lit>'(?:[^'\\]|\\.|'')*(?:'|\Z)
-        | "(?:[^"\\]|\\.|"")*(?:"|\Z)
-        | (?<![\w$.])(?:0[xX][0-9A-Fa-f]+|0[bB][01]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$])
-        ))""",
-    re.VERBOSE | re.DOTALL,
-)
+def _analyser(dialect: str, sensitive: Mapping[str, str] | None) -> Analyser:
+    key = (dialect, id(sensitive))
+    hit = _analysers.get(key)
+    if hit is None or hit[0] is not sensitive:
+        smap = SensitiveMap.of(dict(sensitive)) if sensitive else None
+        hit = (sensitive, Analyser(dialect, sensitive=smap))
+        _analysers[key] = hit
+    return hit[1]
 
 
-def _replace(m: re.Match[str]) -> str:
-    kind = m.lastgroup
-    if kind == "ident":
-        return m.group()
-    if kind == "block":
-        return "/*?*/"
-    if kind == "line":
-        return "--?" if m.group().startswith("-") else "#?"
-    return "?"
-
-
-_FIRST_WORD = re.compile(r"(?:\s+|/\*.*?\*/|--[^\n]*|\#[^\n]*|\()*([A-Za-z]+)", re.DOTALL)
-_VERBS = frozenset(
-    "SELECT INSERT UPDATE DELETE MERGE COPY WITH VALUES TABLE DECLARE FETCH MOVE CLOSE PREPARE EXECUTE DEALLOCATE "
-    "CREATE ALTER DROP TRUNCATE GRANT REVOKE BEGIN START COMMIT ROLLBACK SAVEPOINT RELEASE SET SHOW RESET "
-    "EXPLAIN ANALYZE VACUUM CALL DO LOCK LISTEN NOTIFY UNLISTEN DISCARD REPLACE LOAD USE HANDLER RENAME".split()
-)
-_CURSOR = re.compile(r'^\s*DECLARE\s+("(?:[^"]|"")+"|[A-Za-z_][\w$]*)\b.*?\bCURSOR\b', re.IGNORECASE | re.DOTALL)
-_LISTS = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
-
-
-def _fallback(sql: str, dialect: str) -> StatementFacts:
-    mysql = dialect in ("mysql", "mariadb")
-    redacted = (_MY_TOKENS if mysql else _PG_TOKENS).sub(_replace, sql)
+def analyse_statement(
+    sql: str, dialect: str, sensitive: Mapping[str, str] | None = None, *, schema: str | None = None
+) -> StatementFacts:
+    """Fingerprint, redacted text and what the statement touches; `dialect` is "postgres" or "mysql".
+    `schema` qualifies unqualified tables (MySQL's current database)."""
+    a = _analyser("mysql" if dialect in ("mysql", "mariadb") else "postgres", sensitive).analyse(sql, schema=schema)
+    redacted = a.redacted
     if len(redacted) > MAX_STATEMENT_CHARS:
         redacted = redacted[: MAX_STATEMENT_CHARS - 2] + " …"
-    first = _FIRST_WORD.match(redacted)
-    verb = first.group(1).upper() if first else ""
-    normal = _LISTS.sub("(?)", " ".join(redacted.split()).lower())
-    cursor = _CURSOR.match(redacted) if verb == "DECLARE" else None
     return StatementFacts(
-        statement_type=verb if verb in _VERBS else "",
-        fingerprint=hashlib.sha256(f"{'mysql' if mysql else 'postgres'}\0{normal}".encode()).hexdigest()[:32],
+        statement_type="" if a.statement_type == "OTHER" else a.statement_type,
+        fingerprint=a.fingerprint,
         redacted=redacted,
-        cursor_name=cursor.group(1).strip('"') if cursor else None,
+        tables_read=tuple(a.tables_read),
+        tables_written=tuple(a.tables_written),
+        columns=tuple(a.columns),
+        sensitive_classes=tuple(a.sensitive_classes),
+        end_user=a.end_user,
+        cursor_name=a.cursor_name,
     )

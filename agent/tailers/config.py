@@ -84,7 +84,7 @@ def _section(cls: type[Any], name: str, section: Mapping[str, Any]) -> Any:
     try:
         return msgspec.convert(dict(section), cls, strict=False)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"sources -> {name} -> {_readable(str(e))}") from e
+        raise ConfigError(f"sources -> {name} -> {_readable(cls, str(e), {})}") from e
 
 
 def _fixed(path: str) -> Callable[[], str | None]:

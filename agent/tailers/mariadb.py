@@ -181,7 +181,7 @@ class MariaDbAuditFormat:
         cut, retcode = end
         escaped = quoted[:cut]
         sql = unescape(escaped)
-        facts = analyse_statement(sql, "mysql", self.sensitive)
+        facts = analyse_statement(sql, "mysql", self.sensitive, schema=database or None)
         pending = self._pending.pop((conn, qid), None)
         if pending is not None:
             self._by_conn[conn].remove((conn, qid))

