@@ -103,6 +103,7 @@ class Agent:
         sources: Iterable[Source] = (),
         config_text: bytes = b"",
         ship: bool = True,
+        lock_retry: float = 5.0,
     ) -> None:
         self.config = config
         self.spool = open_spool(config)
@@ -111,6 +112,7 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._ship = ship
         self._lock = ShipLock(Path(config.spool.dir))
+        self._lock_retry = lock_retry
         self.shipper: Shipper | None = None
         self.heartbeat = Heartbeat(
             self.spool, agent_id=config.agent_id, config_text=config_text, counters=self._counters
@@ -133,16 +135,30 @@ class Agent:
     def start(self) -> None:
         if self._ship:
             if self._lock.acquire():
-                self.shipper = Shipper(self.spool, ship_config(self.config))
-                self._spawn("shipper", self.shipper.run, self.stop_event)
+                self._start_shipping()
             else:
-                log.warning("another process ships %s; this one only writes to it", self.config.spool_path)
+                log.warning("another process ships %s; this one only writes to it until that one stops",
+                            self.config.spool_path)
+                self._spawn("ship-lock", self._wait_for_ship_lock)
         interval = parse_duration(self.config.heartbeat.interval)
         if interval > 0:
             self._spawn("heartbeat", self._beat, interval)
         for source in self.sources:
             source.start(self.spool)
             log.info("source %s started", source.name)
+
+    def _start_shipping(self) -> None:
+        self.shipper = Shipper(self.spool, ship_config(self.config))
+        self._spawn("shipper", self.shipper.run, self.stop_event)
+
+    def _wait_for_ship_lock(self) -> None:
+        """Take over shipping when the process that held the lock is gone (an old agent still draining when
+        this one started), so that a spool is never left without a shipper."""
+        while not self.stop_event.wait(self._lock_retry):
+            if self._lock.acquire():
+                log.info("this process now ships %s", self.config.spool_path)
+                self._start_shipping()
+                return
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
         t = threading.Thread(target=target, args=args, name=f"custos-{name}", daemon=True)
@@ -164,6 +180,7 @@ class Agent:
             except Exception:  # noqa: BLE001
                 log.exception("source %s did not stop cleanly", source.name)
         self.stop_event.set()
+        self.spool.new_data.set()  # wake an idle shipper now rather than at its next poll
         for t in self._threads:
             t.join(timeout=max(drain_seconds, 1.0) + 35)
         if self.shipper is not None:

@@ -162,7 +162,9 @@ class Spool:
         if len(rows) > self.max_events:
             self._bump(dropped=len(rows) - self.max_events)
             rows = rows[-self.max_events :]
-            over_events = self._depth()[0] + len(rows) - self.max_events
+            depth, nbytes = self._depth()
+            over_events = depth + len(rows) - self.max_events
+            over_bytes = nbytes + sum(len(b) for _, b in rows) - self.max_bytes
         n_drop, freed = 0, 0
         cur = self._db.execute("SELECT length(body) FROM outbox ORDER BY seq")
         for (length,) in cur:
@@ -253,8 +255,14 @@ class Spool:
 
     def stats(self) -> SpoolStats:
         with self._lock:
-            c = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
-            oldest = self._db.execute("SELECT queued_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+            # One read transaction, so that the counters and the oldest event come from the same moment even
+            # while another process writes.
+            self._db.execute("BEGIN")
+            try:
+                c = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+                oldest = self._db.execute("SELECT queued_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+            finally:
+                self._db.execute("COMMIT")
         return SpoolStats(
             depth=c["depth"],
             bytes=c["bytes"],

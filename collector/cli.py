@@ -165,6 +165,21 @@ cli.add_command(rules_group)
 cli.add_command(directory_group)
 cli.add_command(assignments_group)
 
+# -- demo -------------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--no-serve", is_flag=True, help="Exit after the summary instead of leaving the collector running.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the generated bank and its activity.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the database, spools and logs here (default: a temporary directory, removed afterwards).")
+def demo(no_serve: bool, seed: int, workdir: Path | None) -> None:
+    """A bank in a box: a collector and agents on this machine, on the embedded SQLite store, and insider
+    activity travelling through them as events. Exits 0 when every event arrived."""
+    from collector.demo import run_demo
+
+    raise SystemExit(run_demo(seed=seed, serve=not no_serve, workdir=workdir))
+
 
 def main() -> None:
     try:
