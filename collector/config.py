@@ -16,6 +16,7 @@ import msgspec
 
 from agent.config import load_toml
 from agent.units import parse_size
+from collector.ui_config import NotifySection, WebSection, WeeklySection
 
 Size = int | str
 
@@ -71,6 +72,9 @@ class CollectorConfig(_Section):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
     rules: RulesSection = msgspec.field(default_factory=RulesSection)
+    web: WebSection = msgspec.field(default_factory=WebSection)
+    weekly: WeeklySection = msgspec.field(default_factory=WeeklySection)
+    notify: NotifySection = msgspec.field(default_factory=NotifySection)
 
 
 ENV_OVERRIDES = {
