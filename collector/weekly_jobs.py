@@ -163,7 +163,7 @@ def remind(engine: Engine, config: CollectorConfig, now: dt.datetime | None = No
                 audit.record(conn, "custos", "escalate", "summary", f"{team}/{week}", detail={"people": names},
                              now=now)
             out["escalated"] += 1
-        elif age >= dt.timedelta(days=w.remind_after_days) and all(
+        elif age >= dt.timedelta(days=w.remind_after_days) and all(r.escalated_at is None for r in rows) and all(
                 r.last_reminded_at is None or now - r.last_reminded_at >= dt.timedelta(days=1) for r in rows):
             n = max(r.reminders for r in rows) + 1
             msg = {"type": "custos.reminder", "team": team, "week": week, "to": manager_emails(engine, team),
