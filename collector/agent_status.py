@@ -44,6 +44,7 @@ def agent_statuses(engine: Engine, silent_after: dt.timedelta, now: dt.datetime)
             revoked = name in creds and creds[name].revoked_at is not None
             out.append(AgentStatus(
                 name, name in creds, revoked, last, payload.get("version"),  # type: ignore[arg-type]
-                payload.get("spool_depth"), payload.get("dropped"), payload.get("dead_lettered"),  # type: ignore[arg-type]
+                payload.get("spool_depth"), payload.get("dropped"),  # type: ignore[arg-type]
+                payload.get("dead_lettered"),  # type: ignore[arg-type]
                 silent=not revoked and (last is None or now - last > silent_after)))
     return out

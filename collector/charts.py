@@ -27,7 +27,7 @@ def bars(labels: Sequence[str], values: Sequence[float], *, title: str, width: i
              f'font-family="Helvetica,Arial,sans-serif" font-size="11">',
              f'<text x="0" y="14" font-size="13" font-weight="bold" fill="{INK}">{escape(title)}</text>']
     span = width - left - 70
-    for i, (label, v) in enumerate(zip(labels, values)):
+    for i, (label, v) in enumerate(zip(labels, values, strict=True)):
         y = top + i * row
         w = max(1.0, span * v / peak) if v else 0
         colour = WARN if highlight and highlight[i] else ACCENT

@@ -157,7 +157,7 @@ def test_a_failing_message_backs_off_doubling_and_a_leased_one_is_not_taken_twic
         assert outbox.enqueue(conn, [hook], "alert", "x1", {"summary": "s"}, now=now) == 0  # once per key
     delays = []
     t = now
-    for attempt in range(4):
+    for _ in range(4):
         (item,) = outbox.claim_due(engine, t)
         assert outbox.claim_due(engine, t) == []  # leased: another process gets nothing
         status = outbox.finish(engine, item, False, "refused", cfg, t)

@@ -74,7 +74,8 @@ def test_sessions_are_stored_as_hashes_expire_and_end(engine: Engine) -> None:
     with engine.connect() as conn:
         stored = list(conn.scalars(select(web_sessions.c.token_hash)))
     assert stored == [hashlib.sha256(token.encode()).hexdigest()] and token not in stored
-    assert users.session_of(engine, token, T0 + dt.timedelta(minutes=59)).csrf == session.csrf  # type: ignore[union-attr]
+    alive = users.session_of(engine, token, T0 + dt.timedelta(minutes=59))
+    assert alive is not None and alive.csrf == session.csrf
     assert users.session_of(engine, token, T0 + dt.timedelta(minutes=61)) is None
     users.end_session(engine, token)
     assert users.session_of(engine, token, T0) is None

@@ -13,7 +13,6 @@ import httpx
 from sqlalchemy import func, select
 
 from agent.events import encode
-from collector.alerts import AlertStore  # noqa: F401 - the store the rule worker writes
 from collector.db import alerts, job_runs, make_engine, notify_log, notify_outbox
 from collector.migrate import upgrade
 from collector.rules_state import import_directory
@@ -64,7 +63,8 @@ timeout_seconds = 2
         token = collector.enroll("proxy-1")
         collector.start()
         events = build_events([{"who": who, "rows": 6000, "classes": ["card_number"],
-                                "at": f"2026-11-23T{10 + i}:00:00Z"} for i, who in enumerate(("alice", "bob", "frank"))])
+                                "at": f"2026-11-23T{10 + i}:00:00Z"}
+                               for i, who in enumerate(("alice", "bob", "frank"))])
         _post(collector, token, events)
 
         def refused_twice() -> bool:

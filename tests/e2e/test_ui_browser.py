@@ -41,7 +41,8 @@ def _team_alert(site: Site, team: str) -> str:
         return str(conn.scalar(select(alerts.c.alert_id).where(alerts.c.team == team).limit(1)))
 
 
-def test_analyst_opens_the_top_alert_sees_its_evidence_and_acknowledges_it(site: Site, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_analyst_opens_the_top_alert_sees_its_evidence_and_acknowledges_it(  # type: ignore[no-untyped-def]
+        site: Site, browser, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{site.url}/alerts")
     assert "/login" in page.url  # not signed in: sent to the log-in page
@@ -79,7 +80,8 @@ def test_analyst_opens_the_top_alert_sees_its_evidence_and_acknowledges_it(site:
     page.close()
 
 
-def test_manager_opens_their_team_summary_and_nothing_of_another_team(site: Site, browser) -> None:  # type: ignore[no-untyped-def]
+def test_manager_opens_their_team_summary_and_nothing_of_another_team(  # type: ignore[no-untyped-def]
+        site: Site, browser) -> None:
     page = browser.new_page()
     log_in(page, site.url, "mona", PASSWORD)  # manager of team risk
     assert page.url.endswith("/summaries")

@@ -71,6 +71,9 @@ def ui_site(workdir: Path) -> Iterator[Site]:
 
 
 def launch(playwright: Any) -> Any:
+    if not Path(CHROMIUM).exists():
+        raise AssertionError(f"{CHROMIUM} is missing: install Debian's browser with `apt-get install -y chromium` "
+                             "(Playwright drives it; `playwright install` is never used)")
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
 
