@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from collector import credentials, triage, weekly_jobs
+from collector import audit, credentials, triage, weekly_jobs
 from collector.users import Session, User, csrf_ok, session_of
 from collector.web.common import SESSION_COOKIE, state_of
 
@@ -127,7 +127,10 @@ def list_alerts(request: Request,
     web = state_of(request)
     q = triage.Query(status=status, severity=severity, team=team, rule_id=rule_id, who=who, sort=sort,
                      limit=limit, teams_allowed=None if user.sees_all else frozenset([user.team or ""]))
-    return [_out(a) for a in triage.list_alerts(web.engine, q, web.now())]
+    rows = triage.list_alerts(web.engine, q, web.now())
+    audit.record(web.engine, user.name, "view", "alerts", str(request.url.query)[:256] or "all", role=user.role,
+                 detail={"shown": len(rows)})
+    return [_out(a) for a in rows]
 
 
 def _visible(request: Request, user: User, alert_id: str) -> triage.AlertRow:
@@ -146,8 +149,6 @@ def _detail(request: Request, a: triage.AlertRow) -> AlertDetail:
 
 @router.get("/alerts/{alert_id}", response_model=AlertDetail, summary="One alert with its history")
 def get_alert(request: Request, alert_id: str) -> AlertDetail:
-    from collector import audit
-
     user = _caller(request)
     a = _visible(request, user, alert_id)
     audit.record(state_of(request).engine, user.name, "view", "alert", alert_id, role=user.role,

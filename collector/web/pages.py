@@ -71,6 +71,8 @@ def alert_queue(request: Request, status: str = "open", severity: str = "", team
     q = triage.Query(status=status or None, severity=severity or None, team=team or None, rule_id=rule or None,
                      sort=sort if sort in ("risk", "time", "severity") else "risk", teams_allowed=_scope(s))
     rows = triage.list_alerts(web.engine, q, web.now())
+    audit.record(web.engine, s.user.name, "view", "alerts", str(request.url.query)[:256] or "queue",
+                 role=s.user.role, detail={"shown": len(rows)})
     every = triage.list_alerts(web.engine, triage.Query(status=None, teams_allowed=_scope(s)), web.now())
     return render(request, "alerts.html", alerts=rows, q=q, teams=sorted({a.team for a in every if a.team}),
                   rules=sorted({a.rule_id for a in every}))
