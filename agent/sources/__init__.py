@@ -11,7 +11,30 @@ from typing import Any
 from agent.config import AgentConfig
 from agent.runtime import Source
 
-SOURCE_TYPES: dict[str, Callable[[str, dict[str, Any], AgentConfig], Source]] = {}
+
+def _file_watch(name: str, section: dict[str, Any], config: AgentConfig) -> Source:
+    from agent.files.watch import FileWatchSource  # watchdog is imported only by agents that watch files
+
+    return FileWatchSource.from_config(name, section, config)
+
+
+def _mounts(name: str, section: dict[str, Any], config: AgentConfig) -> Source:
+    from agent.files.mounts import MountsSource
+
+    return MountsSource.from_config(name, section, config)
+
+
+def _db_connections(name: str, section: dict[str, Any], config: AgentConfig) -> Source:
+    from agent.netwatch import DbConnectionsSource
+
+    return DbConnectionsSource.from_config(name, section, config)
+
+
+SOURCE_TYPES: dict[str, Callable[[str, dict[str, Any], AgentConfig], Source]] = {
+    "file_watch": _file_watch,
+    "mounts": _mounts,
+    "db_connections": _db_connections,
+}
 
 
 def build_sources(config: AgentConfig) -> list[Source]:
