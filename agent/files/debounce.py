@@ -193,7 +193,9 @@ class Debouncer:
         heapq.heappush(self._timers, (when, self._seq, entry.path))
 
     def _force_oldest(self) -> None:
-        oldest = next(iter(self.pending.values()))
+        oldest = next((e for e in self.pending.values() if not e.forced), None)
+        if oldest is None:
+            return
         oldest.forced = True
         self.forced += 1
         self._arm(oldest, at=self.clock())

@@ -10,6 +10,7 @@ job queue, or the agent above its CPU or memory ceiling, sheds the classificatio
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import os
@@ -75,12 +76,14 @@ class ExportPipeline:
         self._holder_every = parse_duration(config.holder_scan_interval)
         self._next_holder_scan = 0.0
         self._emitted: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        self._by_signature: dict[tuple[int, int, int], str] = {}
         self.overflowed = threading.Event()
         self.errors: Counter[str] = Counter()
         self.excluded: Counter[str] = Counter()
         self.shed: Counter[str] = Counter()
         self.exported = 0
         self._stop = threading.Event()
+        self._settling = False
         self._expire: queue.SimpleQueue[str] = queue.SimpleQueue()
 
     # -- called on the observer's thread: enqueue only ------------------------------------------------------
@@ -118,20 +121,39 @@ class ExportPipeline:
         deadline = self.debouncer.next_deadline()
         wait = _IDLE_WAIT if deadline is None else min(_IDLE_WAIT, max(0.0, deadline - self.clock()))
         try:
-            self._feed(self.raw.get(timeout=wait))
+            first: RawEvent | None = self.raw.get(timeout=wait)
+            got = True
+        except queue.Empty:
+            first, got = None, False
+        self._settling = True
+        try:
+            if got:
+                self._feed(first)
             for _ in range(10_000):  # take what is queued now, then look at the clock again
                 self._feed(self.raw.get_nowait())
         except queue.Empty:
             pass
+        try:
+            self._after_feed()
+        finally:
+            self._settling = False
+
+    def _after_feed(self) -> None:
         while not self._expire.empty():
             self.debouncer.expire_under(self._expire.get_nowait())
         self._attribute()
         for ready in self.debouncer.due():
             self._settled(ready)
 
+    def idle(self) -> bool:
+        """Nothing queued, settling or being classified (for tests and shutdown; read in this order on purpose)."""
+        return (self.raw.unfinished_tasks == 0 and not self._settling and not self.debouncer.pending
+                and self.jobs.unfinished_tasks == 0)
+
     def _feed(self, event: RawEvent | None) -> None:
         if event is not None:
             self.debouncer.feed(event)
+        self.raw.task_done()
 
     def _attribute(self) -> None:
         """Find the process writing each new pending file, while it still has it open (rate-limited)."""
@@ -177,10 +199,11 @@ class ExportPipeline:
         if self._emitted.get(ready.path) == signature:
             self.excluded["unchanged"] += 1  # attribute changes, duplicate events, a re-scan of a reported file
             return
-        self._emitted[ready.path] = signature
-        self._emitted.move_to_end(ready.path)
-        if len(self._emitted) > _EMITTED_MEMORY:
-            self._emitted.popitem(last=False)
+        earlier = self._by_signature.get(signature)
+        if ready.action == "created" and earlier and earlier != ready.path and not os.path.lexists(earlier):
+            # A move between two watched roots arrives as "deleted" here and "created" there: same inode.
+            ready = dataclasses.replace(ready, action="moved", moved_from=earlier)
+        self._remember(ready.path, signature)
         job = self._job(ready, st.st_size, procinfo.username_of_uid(st.st_uid))
         reason = self.governor.over()
         if reason is not None:
@@ -193,6 +216,16 @@ class ExportPipeline:
             self.shed["classification.queue_full"] += 1
             self._job_unclassified(job)
 
+    def _remember(self, path: str, signature: tuple[int, int, int]) -> None:
+        old = self._emitted.pop(path, None)
+        if old is not None:
+            self._by_signature.pop(old, None)
+        self._emitted[path] = signature
+        self._by_signature[signature] = path
+        if len(self._emitted) > _EMITTED_MEMORY:
+            _, dropped = self._emitted.popitem(last=False)
+            self._by_signature.pop(dropped, None)
+
     def _job(self, ready: Ready, size: int, owner: str | None) -> Job:
         destination, mount_point = self.table.destination(ready.path)
         return Job(ready, size, destination, mount_point, owner)
@@ -203,6 +236,7 @@ class ExportPipeline:
         while True:
             job = self.jobs.get()
             if job is None:
+                self.jobs.task_done()
                 return
             try:
                 self._classify(job)
@@ -210,6 +244,8 @@ class ExportPipeline:
                 self.errors["classify"] += 1
                 log.exception("classifying a file failed; reporting it without counts")
                 self._job_unclassified(job, caps=["unreadable"])
+            finally:
+                self.jobs.task_done()
 
     def _classify(self, job: Job) -> None:
         reason = self.governor.over()
@@ -266,6 +302,11 @@ class ExportPipeline:
         settle = [t for t in threads if t.name.endswith("-settle")]
         for t in settle:
             t.join(timeout=10)
+        while True:  # what the observer queued before it stopped
+            try:
+                self._feed(self.raw.get_nowait())
+            except queue.Empty:
+                break
         self.debouncer.force_all()
         for ready in self.debouncer.due():
             self._settled(ready)
