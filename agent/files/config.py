@@ -39,11 +39,11 @@ class ClassifyConfig(_Section):
             raise ValueError("max_rows and max_members: must be positive numbers")
         for name, pattern in self.patterns.items():
             if not _CLASS_NAME.match(name):
-                raise ValueError(f"patterns -> {name}: a class name is lower-case letters, digits and _")
+                raise ValueError(f"patterns: {name!r} is not a class name (lower-case letters, digits and _)")
             try:
                 re.compile(pattern.encode("utf-8"))
             except re.error as e:
-                raise ValueError(f"patterns -> {name}: not a valid regular expression ({e})") from None
+                raise ValueError(f"patterns: {name!r} is not a valid regular expression ({e})") from None
 
 
 class MountPolicyConfig(_Section):

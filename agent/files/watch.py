@@ -181,7 +181,7 @@ class FileWatchSource:
         if self.config.watch_mounts:
             paths += [m.mount_point for m in self.table.mounts.values()]
         roots: list[str] = []
-        for p in sorted({os.path.abspath(p) for p in paths}, key=len):
+        for p in sorted({os.path.abspath(p) for p in paths}, key=lambda p: (len(p), p)):
             if os.path.isdir(p) and not any(p.startswith(r.rstrip("/") + "/") for r in roots):
                 roots.append(p)
         return roots
