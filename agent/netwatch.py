@@ -157,8 +157,9 @@ class DbConnectionsSource:
             session_id=f"tcp:{laddr}:{lport}-{raddr}:{rport}", phase=phase, client_addr=laddr, client_port=lport,
             server_addr=raddr, server_port=rport, process=seen.process, unknown=["database", "db_user"],
         )
-        return new_event(DbSession, payload, source=Source(type="db_connections", name=self.name),  # type: ignore[return-value]
-                         actor=Actor(os_user=seen.os_user), agent_id=self.agent_id)
+        source = Source(type="db_connections", name=self.name)
+        event = new_event(DbSession, payload, source=source, actor=Actor(os_user=seen.os_user), agent_id=self.agent_id)
+        return event  # type: ignore[return-value]
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 

@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=20.0, help="idle window, seconds (600 for the documented run)")
     ap.add_argument("--load", type=float, default=15.0, help="load window, seconds")
     ap.add_argument("--rate", type=float, default=200.0, help="files written per second under load")
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds after start-up before measuring")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -134,6 +135,7 @@ def main() -> None:
             pids = {k: a.proc.pid for k, a in agents.items()}  # type: ignore[union-attr]
             watches = sum(1 for _ in (base / "home").rglob("*") if _.is_dir())
 
+            measure(pids, args.warmup)  # start-up work (imports, first look at mounts and connections) settles
             idle = measure(pids, args.idle)
 
             rng = random.Random(2)

@@ -2,8 +2,9 @@
 
 Counted classes (always all present in a result, 0 when none were found):
 - `cn_resident_id`: mainland China resident identity number, 18 characters, a known province code, a real date of
-  birth not in the future, and the ISO 7064 MOD 11-2 check character (GB 11643-1999); an 18-digit number shaped like one (province, date of
-  birth) but with a wrong check character counts as nothing, rather than as a card that happens to pass Luhn;
+  birth not in the future, and the ISO 7064 MOD 11-2 check character (GB 11643-1999); an 18-digit number shaped
+  like one (province, date of birth) with a wrong check character counts as nothing, not as a card that happens
+  to pass Luhn;
 - `bank_card`: 13-19 digits with a valid Luhn check digit and a known issuer range (UnionPay 62/81, Visa, Mastercard,
   American Express, JCB, Discover, Diners, and the domestic 9-prefixed ranges); also written in groups of four;
 - `cn_mobile`: mainland mobile numbers (1 + a known carrier prefix + 8 digits), with or without +86;

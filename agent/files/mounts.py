@@ -215,8 +215,8 @@ class MountsSource:
             action=action, mount_point=m.mount_point, device=m.device or None, fstype=m.fstype or None,
             label=_label(m.device), destination=m.destination,
         )
-        return new_event(DeviceMount, payload, source=Source(type="mounts", name=self.name),  # type: ignore[return-value]
-                         agent_id=self.agent_id)
+        event = new_event(DeviceMount, payload, source=Source(type="mounts", name=self.name), agent_id=self.agent_id)
+        return event  # type: ignore[return-value]
 
     def stop(self) -> None:
         if self.monitor is not None:

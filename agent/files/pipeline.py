@@ -88,16 +88,22 @@ class ExportPipeline:
 
     # -- called on the observer's thread: enqueue only ------------------------------------------------------
 
-    def submit(self, event: RawEvent) -> None:
+    def submit(self, event: RawEvent, wait: float = 0.0) -> bool:
+        """Queue a raw event; the observer never waits (`wait` is for the re-scan). False when it was lost."""
         rx = self._excluded
         if rx is not None and rx.match(event.path) and (not event.dest or rx.match(event.dest)):
             self.excluded["exclude"] += 1
-            return
+            return True
         try:
-            self.raw.put_nowait(event)
+            if wait > 0:
+                self.raw.put(event, timeout=wait)
+            else:
+                self.raw.put_nowait(event)
         except queue.Full:
             self.errors["queue_overflow"] += 1
             self.overflowed.set()
+            return False
+        return True
 
     def expire_under(self, mount_point: str) -> None:
         """Report now the files still settling under a mount that is going away (from any thread)."""
@@ -240,9 +246,10 @@ class ExportPipeline:
                 return
             try:
                 self._classify(job)
-            except Exception:  # noqa: BLE001 - never lose the event of a file that broke the classifier
+            except Exception as e:  # noqa: BLE001 - never lose the event of a file that broke the classifier
                 self.errors["classify"] += 1
-                log.exception("classifying a file failed; reporting it without counts")
+                # Only the error's type: a reader's message could quote what it read.
+                log.error("classifying %s failed (%s); reported without counts", job.ready.path, type(e).__name__)
                 self._job_unclassified(job, caps=["unreadable"])
             finally:
                 self.jobs.task_done()

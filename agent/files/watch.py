@@ -64,8 +64,8 @@ class _Enqueue(FileSystemEventHandler):
     def dispatch(self, event: FileSystemEvent) -> None:
         kind = _KINDS.get(event.event_type)
         if kind is not None:
-            self.submit(RawEvent(kind, os.fsdecode(event.src_path), os.fsdecode(event.dest_path),  # type: ignore[arg-type]
-                                 event.is_directory, event.is_synthetic))
+            src, dest = os.fsdecode(event.src_path), os.fsdecode(event.dest_path)
+            self.submit(RawEvent(kind, src, dest, event.is_directory, event.is_synthetic))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -102,6 +102,8 @@ class FileWatchSource:
         self._scan_mark = time.time()
         self._next_rescan = time.monotonic() + parse_duration(config.rescan_interval)
         self._started = False
+        self._user_folders: list[str] = []
+        self._user_folders_until = 0.0
 
     @classmethod
     def from_config(cls, name: str, section: dict[str, Any], config: AgentConfig) -> FileWatchSource:
@@ -175,8 +177,11 @@ class FileWatchSource:
         if self.static_paths is not None:
             paths += [os.path.expanduser(p) for p in self.static_paths]
         else:
-            for user in self.platform.local_users():
-                paths += [str(p) for p in self.platform.user_folders(user)]
+            if time.monotonic() >= self._user_folders_until:  # the user list can come from a directory service
+                users = self.platform.local_users()
+                self._user_folders = [str(p) for u in users for p in self.platform.user_folders(u)]
+                self._user_folders_until = time.monotonic() + 300.0
+            paths += self._user_folders
         paths += self.table.policy.sync_paths
         if self.config.watch_mounts:
             paths += [m.mount_point for m in self.table.mounts.values()]
@@ -330,10 +335,13 @@ class FileWatchSource:
         """Report files under `roots` changed since `since` (wall clock) that no event may have told us of."""
         started = time.time()
         n = 0
+        complete = True
         for path in changed_since(roots, since - 2.0, max_files=200_000, budget_s=60.0):
-            self.pipeline.submit(RawEvent("modified", path))  # type: ignore[union-attr]
+            if self._stop.is_set():
+                return
+            complete &= self.pipeline.submit(RawEvent("modified", path), wait=5.0)  # type: ignore[union-attr]
             n += 1
-        if update_mark:
+        if update_mark and complete:  # else the next round looks as far back again
             self._scan_mark = started
         if n:
             log.info("re-scan found %d recently changed files under %d roots", n, len(roots))

@@ -109,9 +109,11 @@ class LinuxPlatform(GenericPlatform):
         """Removable flag of the whole disk in sysfs, or a disk that hangs off a USB or MMC (SD card) bus."""
         if not device.startswith("/dev/"):
             return False
-        name = os.path.basename(os.path.realpath(device))
+        return self._block_removable(os.path.basename(os.path.realpath(device)), depth=0)
+
+    def _block_removable(self, name: str, depth: int) -> bool:
         block = self.sys_root / "class" / "block" / name
-        if not block.exists():
+        if not block.exists() or depth > 4:
             return False
         disk = block.resolve()
         if (disk / "partition").exists():
@@ -122,7 +124,11 @@ class LinuxPlatform(GenericPlatform):
         except OSError:
             pass
         bus_path = str(disk)
-        return "/usb" in bus_path or "/mmc_host/" in bus_path
+        if "/usb" in bus_path or "/mmc_host/" in bus_path:
+            return True
+        # An encrypted or LVM volume (dm-N) is as removable as the disks beneath it.
+        slaves = block.resolve() / "slaves"
+        return any(self._block_removable(s.name, depth + 1) for s in _scandir(str(slaves)))
 
     # -- who holds what -------------------------------------------------------------------------------------
 

@@ -76,3 +76,12 @@ def test_limits_are_validated_at_start(tmp_path: Path) -> None:
     path.write_text('[limits]\nmemory = "lots"\n')
     with pytest.raises(ConfigError, match="limits -> memory"):
         load_config(path, env={})
+
+
+def test_the_example_staff_configuration_is_valid() -> None:
+    from tests.helpers.procs import ROOT
+
+    config = load_config(ROOT / "examples" / "agent-staff.toml", env={})
+    assert [type(s).__name__ for s in build_sources(config)] == [
+        "FileWatchSource", "MountsSource", "DbConnectionsSource"]
+    assert config.limits.cpu_percent == 25

@@ -42,12 +42,19 @@ def fake_sysfs(root: Path) -> LinuxPlatform:
         (partition / "partition").write_text("1\n")
         os.symlink(partition, root / "class" / "block" / partition.name)
         os.symlink(disk, root / "class" / "block" / name)
+    # An encrypted volume on the USB stick: dm-0 with sdb1 beneath it.
+    dm = root / "devices" / "virtual" / "block" / "dm-0"
+    (dm / "slaves").mkdir(parents=True)
+    (dm / "removable").write_text("0\n")
+    os.symlink(root / "class" / "block" / "sdb1", dm / "slaves" / "sdb1")
+    os.symlink(dm, root / "class" / "block" / "dm-0")
     return LinuxPlatform(sys_root=str(root))
 
 
 @pytest.mark.parametrize(
     "device, removable",
-    [("/dev/sdb1", True), ("/dev/sdc1", True), ("/dev/mmcblk0p1", True), ("/dev/sda1", False), ("/dev/sda", False),
+    [("/dev/sdb1", True), ("/dev/sdc1", True), ("/dev/mmcblk0p1", True), ("/dev/dm-0", True), ("/dev/sda1", False),
+     ("/dev/sda", False),
      ("tmpfs", False), ("/dev/nope1", False)],
 )
 def test_removable_media_are_recognised_from_sysfs(tmp_path: Path, device: str, removable: bool) -> None:
