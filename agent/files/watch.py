@@ -3,42 +3,29 @@
 Watched: each local user's Downloads, Desktop and Documents (or `paths`, or `CUSTOS_WATCH_PATHS`, colon-separated),
 the cloud-sync folders, and every removable or network mount as it appears. Roots are watched with inotify; when
 the kernel's watch limit is reached (ENOSPC) the watcher says so in an `agent.parse_error` event and in its log,
-and watches the rest by polling. A supervisor thread wakes on mount changes and every `supervise_interval`: it
-restarts a dead observer, follows roots that appear or go, and re-scans for changes that no event reported
-(after a queue overflow, an observer restart, the limit, and every `rescan_interval`).
+and watches the rest by polling (`agent.files.roots`). A supervisor thread wakes on mount changes and every
+`supervise_interval`: it restarts a dead observer, follows roots that appear or go, and re-scans for changes that
+no event reported (after a queue overflow, an observer restart, the limit, and every `rescan_interval`).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from watchdog.events import (
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.api import BaseObserver
 
 from agent.config import AgentConfig
 from agent.files.classify import Classifier
 from agent.files.config import FileWatchConfig
 from agent.files.debounce import RawEvent
-from agent.files.mounts import Mount, MountPolicy, MountTable
+from agent.files.mounts import MountPolicy, MountTable
 from agent.files.pipeline import ExportPipeline
+from agent.files.roots import Root, WatchedRoots
 from agent.files.scan import changed_since
 from agent.governor import Limits, ResourceGovernor, shared_governor
 from agent.platform import Platform, current
@@ -47,32 +34,6 @@ from agent.spool import Spool
 from agent.units import parse_duration
 
 log = logging.getLogger("custos.agent.files")
-
-# No open/close-without-write events: reading a file (our own classifier included) must cost nothing.
-EVENT_FILTER = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent,
-                DirMovedEvent]
-_KINDS = {"created": "created", "modified": "modified", "closed": "closed", "deleted": "deleted",
-          "moved": "moved"}
-
-
-class _Enqueue(FileSystemEventHandler):
-    """The observer's handler: turn the event into a RawEvent and enqueue it, nothing else."""
-
-    def __init__(self, pipeline: ExportPipeline) -> None:
-        self.submit = pipeline.submit
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        kind = _KINDS.get(event.event_type)
-        if kind is not None:
-            src, dest = os.fsdecode(event.src_path), os.fsdecode(event.dest_path)
-            self.submit(RawEvent(kind, src, dest, event.is_directory, event.is_synthetic))  # type: ignore[arg-type]
-
-
-@dataclass
-class Root:
-    path: str
-    mode: Literal["inotify", "polling"]
-    watch: ObservedWatch
 
 
 class FileWatchSource:
@@ -89,11 +50,8 @@ class FileWatchSource:
         override = [p for p in env.get("CUSTOS_WATCH_PATHS", "").split(":") if p]
         self.static_paths = override or config.paths
         self.table = MountTable(MountPolicy(config, self.platform))
-        self.roots: dict[str, Root] = {}
-        self.polled_for_limit: set[str] = set()
         self.pipeline: ExportPipeline | None = None
-        self.observer: BaseObserver | None = None
-        self.poller: BaseObserver | None = None
+        self.watched: WatchedRoots | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._lock = threading.RLock()
@@ -119,9 +77,8 @@ class FileWatchSource:
             self.name, self.config, spool=spool, table=self.table, platform=self.platform, governor=self.governor,
             classifier=Classifier(self.config.classify), agent_id=self.agent_id, exclude_dirs=self.exclude_dirs,
         )
-        self._handler = _Enqueue(self.pipeline)
-        self.observer = self._start_observer(Observer())
-        self.poller = self._start_observer(PollingObserver(timeout=parse_duration(self.config.poll_interval)))
+        self.watched = WatchedRoots(self.pipeline, self.platform, poll_interval=parse_duration(self.config.poll_interval),
+                                    poll_interval_text=str(self.config.poll_interval))
         self.table.refresh()
         self._waiter = self.platform.mount_waiter(parse_duration(self.config.mount_poll_interval))
         self._spawn("settle", self.pipeline.run_settle)
@@ -137,11 +94,13 @@ class FileWatchSource:
         t.start()
         self._threads.append(t)
 
-    @staticmethod
-    def _start_observer(observer: BaseObserver) -> BaseObserver:
-        observer.daemon = True
-        observer.start()  # started before any schedule(): then schedule() itself raises ENOSPC
-        return observer
+    @property
+    def roots(self) -> dict[str, Root]:
+        return self.watched.roots if self.watched is not None else {}
+
+    @property
+    def observer(self) -> BaseObserver | None:
+        return self.watched.observer if self.watched is not None else None
 
     def stop(self) -> None:
         self._stop.set()
@@ -150,10 +109,8 @@ class FileWatchSource:
         supervise = [t for t in self._threads if t.name.endswith("-supervise")]
         for t in supervise:
             t.join(timeout=30)
-        for obs in (self.observer, self.poller):
-            if obs is not None:
-                obs.stop()
-                obs.join(timeout=10)
+        if self.watched is not None:
+            self.watched.stop()
         if self.pipeline is not None:
             self.pipeline.stop([t for t in self._threads if t not in supervise])
         if self._waiter is not None:
@@ -164,8 +121,7 @@ class FileWatchSource:
         if p is None:
             return {}
         inotify = self.platform.kernel_watches()
-        polling = sum(1 for r in self.roots.values() if r.mode == "polling")
-        watches = {"polled_roots": polling}
+        watches = {"polled_roots": self.watched.polled() if self.watched else 0}
         if inotify is not None:
             watches["inotify"] = inotify
         return {"errors": dict(p.errors), "excluded": dict(p.excluded), "shed": dict(p.shed), "watches": watches}
@@ -193,63 +149,8 @@ class FileWatchSource:
 
     def _sync_roots(self) -> None:
         with self._lock:
-            want = set(self.desired_roots())
-            for path in [p for p in self.roots if p not in want]:
-                self._unschedule(path)
-            for path in sorted(want - set(self.roots)):
-                self._schedule(path)
-
-    def _schedule(self, path: str) -> None:
-        if path in self.polled_for_limit:
-            self._poll(path)
-            return
-        if self.observer is None or self.pipeline is None:
-            return  # not started
-        try:
-            watch = self.observer.schedule(self._handler, path, recursive=True, event_filter=EVENT_FILTER)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EMFILE):
-                self._limit(path, e.strerror or str(e))
-            else:
-                self.pipeline.errors["schedule"] += 1  # type: ignore[union-attr]
-                log.warning("cannot watch %s (%s); will try again", path, e)
-            return
-        self.roots[path] = Root(path, "inotify", watch)
-        if self.platform.watch_limit_reached(path):
-            # watchdog skips subdirectories it cannot watch without a word: the root is only partly watched.
-            self._unschedule(path)
-            self._limit(path, "inotify watch limit reached")
-
-    def _limit(self, path: str, why: str) -> None:
-        self.polled_for_limit.add(path)
-        self.pipeline.errors["inotify_limit"] += 1  # type: ignore[union-attr]
-        limit = _read_int("/proc/sys/fs/inotify/max_user_watches")
-        reason = (f"{why} (fs.inotify.max_user_watches={limit}); watching {path} by polling every "
-                  f"{self.config.poll_interval}; raise the limit to watch it by inotify")
-        log.warning("%s", reason)
-        self.pipeline.notice(path, reason)  # type: ignore[union-attr]
-        self._poll(path)
-
-    def _poll(self, path: str) -> None:
-        if self.poller is None:
-            return
-        try:
-            watch = self.poller.schedule(self._handler, path, recursive=True)
-        except OSError as e:
-            self.pipeline.errors["schedule"] += 1  # type: ignore[union-attr]
-            log.warning("cannot poll %s (%s); will try again", path, e)
-            return
-        self.roots[path] = Root(path, "polling", watch)
-
-    def _unschedule(self, path: str) -> None:
-        root = self.roots.pop(path, None)
-        if root is None:
-            return
-        observer = self.observer if root.mode == "inotify" else self.poller
-        try:
-            observer.unschedule(root.watch)  # type: ignore[union-attr]
-        except (KeyError, OSError):
-            pass  # already gone with its filesystem
+            if self.watched is not None:
+                self.watched.sync(self.desired_roots())
 
     # -- supervision ----------------------------------------------------------------------------------------
 
@@ -282,54 +183,31 @@ class FileWatchSource:
 
     def supervise(self) -> None:
         """Restart dead observers, follow roots, and re-scan where events may have been missed."""
+        if self.watched is None or self.pipeline is None:
+            return
         with self._lock:
-            missed: list[str] = []
-            if self.observer is not None and not self.observer.is_alive():
-                log.error("the inotify observer died; restarting it")
-                self.pipeline.errors["observer_restarts"] += 1  # type: ignore[union-attr]
-                self.observer = self._start_observer(Observer())
-                missed += self._forget("inotify")
-            if self.poller is not None and not self.poller.is_alive():
-                log.error("the polling observer died; restarting it")
-                self.pipeline.errors["observer_restarts"] += 1  # type: ignore[union-attr]
-                self.poller = self._start_observer(PollingObserver(timeout=parse_duration(self.config.poll_interval)))
-                missed += self._forget("polling")
-            for obs in (self.observer, self.poller):
-                for emitter in list(obs.emitters if obs else ()):
-                    if not emitter.is_alive():  # its root was deleted or unmounted
-                        missed += [r.path for r in self.roots.values() if r.watch == emitter.watch]
-                        self._unschedule_watch(emitter.watch)
-            self._sync_roots()
-            inotify_roots = [r.path for r in self.roots.values() if r.mode == "inotify"]
+            missed = self.watched.restart_dead()
+            self.watched.sync(self.desired_roots())
+            inotify_roots = self.watched.inotify_paths()
             if inotify_roots and self.platform.watch_limit_reached(inotify_roots[0]):
                 if not self._limit_noticed:
                     self._limit_noticed = True
-                    self.pipeline.errors["inotify_limit"] += 1  # type: ignore[union-attr]
+                    self.pipeline.errors["inotify_limit"] += 1
                     reason = "inotify watch limit reached: new folders are not watched; re-scanning them"
                     log.warning("%s", reason)
-                    self.pipeline.notice("inotify", reason)  # type: ignore[union-attr]
+                    self.pipeline.notice("inotify", reason)
                 missed += inotify_roots
             else:
                 self._limit_noticed = False
-            if self.pipeline.overflowed.is_set():  # type: ignore[union-attr]
-                self.pipeline.overflowed.clear()  # type: ignore[union-attr]
+            if self.pipeline.overflowed.is_set():
+                self.pipeline.overflowed.clear()
                 missed += list(self.roots)
-            if time.monotonic() >= self._next_rescan and parse_duration(self.config.rescan_interval) > 0:
-                self._next_rescan = time.monotonic() + parse_duration(self.config.rescan_interval)
+            rescan = parse_duration(self.config.rescan_interval)
+            if rescan > 0 and time.monotonic() >= self._next_rescan:
+                self._next_rescan = time.monotonic() + rescan
                 missed += list(self.roots)
         if missed:
             self._catch_up(sorted(set(missed)), since=self._scan_mark)
-
-    def _forget(self, mode: str) -> list[str]:
-        paths = [p for p, r in self.roots.items() if r.mode == mode]
-        for p in paths:
-            del self.roots[p]
-        return paths
-
-    def _unschedule_watch(self, watch: ObservedWatch) -> None:
-        for path, r in list(self.roots.items()):
-            if r.watch == watch:
-                self._unschedule(path)
 
     def _catch_up(self, roots: list[str], since: float, update_mark: bool = True) -> None:
         """Report files under `roots` changed since `since` (wall clock) that no event may have told us of."""
@@ -346,13 +224,3 @@ class FileWatchSource:
         if n:
             log.info("re-scan found %d recently changed files under %d roots", n, len(roots))
 
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-__all__ = ["FileWatchSource", "Mount"]

@@ -105,8 +105,8 @@ def test_at_the_inotify_limit_the_agent_says_so_and_polls_what_it_cannot_watch(
     d = desk(inotify_limit=30, watch_paths=[small, big])
     notices = wait_for(lambda: d.events("agent.parse_error"), 60, "the inotify-limit notice")
     assert notices[0].payload.location == str(big) and "inotify watch limit reached" in notices[0].payload.reason
-    log = d.log.read_text()
-    assert "inotify watch limit reached" in log
+    log = wait_for(lambda: "file watcher files:" in (text := d.log.read_text()) and text, 60, "the watcher's roots")
+    assert "inotify watch limit reached (fs.inotify.max_user_watches=30)" in log
     assert f"{small} [inotify]" in log and f"{big} [polling]" in log
     (small / "by-inotify.csv").write_text("13800138000\n")
     (big / "d59" / "deeper" / "by-polling.csv").write_text("13900139000\n")
