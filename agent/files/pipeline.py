@@ -170,6 +170,12 @@ class ExportPipeline:
         if not entries:
             return
         self._next_holder_scan = now + self._holder_every
+        reason = self.governor.over()
+        if reason is not None:  # walking every process's descriptors is the next cost after classification
+            self.shed[f"attribution.{reason}"] += len(entries)
+            for e in entries:
+                e.looked_for_holder = True
+            return
         holders = self.platform.holders([e.path for e in entries], budget_s=0.05)
         for e in entries:
             e.looked_for_holder = True

@@ -151,7 +151,7 @@ def test_above_the_memory_ceiling_classification_is_shed_but_the_event_is_kept(t
     (docs / "a.csv").write_text("13800138000\n")
     [event] = w.wait_exports(1)
     assert event.payload.classified is False and event.payload.counts == {} and event.payload.size == 12
-    assert w.source.counters()["shed"] == {"classification.memory": 1}
+    assert w.source.counters()["shed"] == {"classification.memory": 1, "attribution.memory": 1}
 
 
 def test_the_process_writing_a_file_is_named_when_it_can_be_seen(tmp_path: Path, watcher: Start) -> None:
