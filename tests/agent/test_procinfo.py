@@ -32,10 +32,12 @@ def test_access_denied_and_vanished_processes_become_none() -> None:
 
 def test_a_live_process_is_described_with_parent_user_and_a_scrubbed_command_line() -> None:
     with subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()", "--password", "hunter2", "110101199003077777"],
-        stdin=subprocess.PIPE,
+        [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()", "--password", "hunter2",
+         "110101199003077777"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
     ) as proc:
         try:
+            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"  # past exec: argv is final
             info = procinfo.process_info(proc.pid)
         finally:
             proc.communicate(b"", timeout=30)
