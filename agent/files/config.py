@@ -70,6 +70,7 @@ class FileWatchConfig(MountPolicyConfig):
     exclude: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_EXCLUDE))
     temporary_names: list[str] = msgspec.field(default_factory=list)  # extra globs of in-progress file names
     quiet: Duration = "2s"  # a file is reported once it has had no events for this long
+    unclosed_wait: Duration = "30s"  # … or, while a writer still has it open, no events for this long
     max_wait: Duration = "10m"  # … or when it has been written to for this long without a pause
     max_pending: int = 50_000  # files waiting for quiet; beyond, the oldest are reported early
     queue_size: int = 100_000  # raw events between the observer and the worker; beyond, a re-scan
@@ -81,7 +82,7 @@ class FileWatchConfig(MountPolicyConfig):
     classify: ClassifyConfig = msgspec.field(default_factory=ClassifyConfig)
 
     def __post_init__(self) -> None:
-        for key in ("quiet", "max_wait", "poll_interval", "supervise_interval", "rescan_interval",
+        for key in ("quiet", "unclosed_wait", "max_wait", "poll_interval", "supervise_interval", "rescan_interval",
                     "mount_poll_interval", "holder_scan_interval"):
             duration(getattr(self, key), key)
         if self.max_pending <= 0 or self.queue_size <= 0:

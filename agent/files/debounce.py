@@ -54,6 +54,7 @@ class RawEvent:
     dest: str = ""
     is_directory: bool = False
     synthetic: bool = False  # made up by the observer for the contents of a moved or created directory
+    closes_unseen: bool = False  # from polling or a re-scan: no "closed" event will follow
 
 
 @dataclass(slots=True)
@@ -63,6 +64,7 @@ class Pending:
     first_seen: float
     last_event: float
     moved_from: str | None = None
+    open_for_writing: bool = False  # written to, and no "closed" event since
     holder: ProcessInfo | None = None
     looked_for_holder: bool = False
     last_size: int | None = None
@@ -86,6 +88,7 @@ class Ready:
 @dataclass
 class Debouncer:
     quiet: float
+    unclosed_wait: float = 30.0
     max_wait: float = 600.0
     max_pending: int = 50_000
     temporary_globs: tuple[str, ...] = ()
@@ -105,10 +108,14 @@ class Debouncer:
 
     def feed(self, event: RawEvent) -> None:
         if event.kind == "moved":
-            if event.is_directory:
-                self._moved_directory(event.path, event.dest)
-            else:
+            # An empty side is outside every watch: moved in from elsewhere, or out to elsewhere.
+            if not event.is_directory:
                 self._moved(event.path, event.dest, event.synthetic)
+            elif event.path and event.dest:
+                self._moved_directory(event.path, event.dest)
+            elif event.path:
+                self._dropped_directory(event.path)
+            # a directory moved in: its files arrive as synthetic "created" events
         elif event.is_directory:
             return
         elif event.kind == "deleted":
@@ -116,27 +123,41 @@ class Debouncer:
         elif self.is_temporary(event.path):
             return
         else:
-            self._touch(event.path, "created" if event.kind == "created" else "modified")
+            # Writing is what a modify event says; a close ends it. A create alone says nothing: the observer also
+            # reports files it found already written in a new directory, and a polled change or a re-scan will
+            # never be followed by a close. A writer still at work sends modify events of its own.
+            writing: bool | None = None
+            if event.kind == "closed" or event.closes_unseen:
+                writing = False  # closed, or we could never tell (and lost track of an earlier close)
+            elif event.kind == "modified":
+                writing = True
+            self._touch(event.path, "created" if event.kind == "created" else "modified", writing=writing)
 
-    def _touch(self, path: str, action: Action, moved_from: str | None = None) -> Pending:
+    def _touch(self, path: str, action: Action, moved_from: str | None = None, *,
+               writing: bool | None = False) -> Pending:
         now = self.clock()
         entry = self.pending.get(path)
         if entry is None:
-            entry = self.pending[path] = Pending(path, action, now, now, moved_from)
+            entry = self.pending[path] = Pending(path, action, now, now, moved_from, open_for_writing=bool(writing))
             self._arm(entry)
             if len(self.pending) > self.max_pending:
                 self._force_oldest()
         else:
             entry.last_event = now
+            if writing is not None:
+                entry.open_for_writing = writing
             if action == "created" and entry.action == "modified":
                 entry.action = "created"
+            self._arm(entry)  # a close can bring the deadline forward
         return entry
 
     def _moved(self, src: str, dest: str, synthetic: bool) -> None:
-        entry = self._drop(src)
+        entry = self._drop(src) if src else None
         if not dest or self.is_temporary(dest):
-            return  # renamed to a backup or temporary name: nothing final here
-        if entry is not None:
+            return  # moved away, or renamed to a backup or temporary name: nothing final here
+        if not src:
+            self._touch(dest, "created")  # moved in from an unwatched place: complete, no close to wait for
+        elif entry is not None:
             merged = self._touch(dest, entry.action, entry.moved_from)
             merged.first_seen = min(merged.first_seen, entry.first_seen)
             merged.holder = merged.holder or entry.holder
@@ -155,6 +176,11 @@ class Debouncer:
             entry.deadline_queued = None
             self.pending[entry.path] = entry
             self._arm(entry)
+
+    def _dropped_directory(self, src: str) -> None:
+        prefix = src.rstrip("/") + "/"
+        for path in [p for p in self.pending if p.startswith(prefix)]:
+            del self.pending[path]
 
     def _drop(self, path: str) -> Pending | None:
         return self.pending.pop(path, None)
@@ -182,7 +208,10 @@ class Debouncer:
     def _deadline(self, entry: Pending) -> float:
         if entry.forced:
             return entry.first_seen
-        return min(entry.last_event + self.quiet, entry.first_seen + self.max_wait)
+        # A file still open for writing is not finished, however long the writer pauses (a stalled copy, a busy
+        # machine): wait for its close, or for `unclosed_wait` without any event.
+        settle = self.unclosed_wait if entry.open_for_writing else self.quiet
+        return min(entry.last_event + settle, entry.first_seen + self.max_wait)
 
     def _arm(self, entry: Pending, at: float | None = None) -> None:
         when = self._deadline(entry) if at is None else at

@@ -67,7 +67,8 @@ class ExportPipeline:
         self.raw: queue.Queue[RawEvent | None] = queue.Queue(maxsize=config.queue_size)
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=1000)
         self.debouncer = Debouncer(
-            quiet=parse_duration(config.quiet), max_wait=parse_duration(config.max_wait),
+            quiet=parse_duration(config.quiet), unclosed_wait=parse_duration(config.unclosed_wait),
+            max_wait=parse_duration(config.max_wait),
             max_pending=config.max_pending, temporary_globs=tuple(config.temporary_names),
             crossing=lambda src, dest: table.destination(src)[0] != table.destination(dest)[0], clock=clock,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,14 +45,16 @@ _KINDS = {"created": "created", "modified": "modified", "closed": "closed", "del
 class Enqueue(FileSystemEventHandler):
     """The observers' handler: turn the event into a RawEvent and enqueue it, nothing else."""
 
-    def __init__(self, pipeline: ExportPipeline) -> None:
+    def __init__(self, pipeline: ExportPipeline, *, closes_unseen: bool = False) -> None:
         self.submit = pipeline.submit
+        self.closes_unseen = closes_unseen  # the polling observer cannot see a writer close its file
 
     def dispatch(self, event: FileSystemEvent) -> None:
         kind = _KINDS.get(event.event_type)
         if kind is not None:
             src, dest = os.fsdecode(event.src_path), os.fsdecode(event.dest_path)
-            self.submit(RawEvent(kind, src, dest, event.is_directory, event.is_synthetic))  # type: ignore[arg-type]
+            self.submit(RawEvent(kind, src, dest, event.is_directory, event.is_synthetic,  # type: ignore[arg-type]
+                                 self.closes_unseen))
 
 
 @dataclass
@@ -69,9 +72,10 @@ class WatchedRoots:
         self.poll_interval = poll_interval
         self._poll_text = poll_interval_text or f"{poll_interval:g}s"
         self.handler = Enqueue(pipeline)
+        self.poll_handler = Enqueue(pipeline, closes_unseen=True)
         self.roots: dict[str, Root] = {}
         self.polled_for_limit: set[str] = set()
-        self.observer: BaseObserver = _started(Observer())
+        self.observer: BaseObserver = _started(_native_observer())
         self.poller: BaseObserver = _started(PollingObserver(timeout=poll_interval))
 
     def sync(self, want: list[str]) -> None:
@@ -112,7 +116,7 @@ class WatchedRoots:
 
     def _poll(self, path: str) -> None:
         try:
-            watch = self.poller.schedule(self.handler, path, recursive=True)
+            watch = self.poller.schedule(self.poll_handler, path, recursive=True)
         except OSError as e:
             self.pipeline.errors["schedule"] += 1
             log.warning("cannot poll %s (%s); will try again", path, e)
@@ -142,7 +146,7 @@ class WatchedRoots:
             except Exception:  # noqa: BLE001 - it is being replaced whatever state it is in
                 pass
             if mode == "inotify":
-                self.observer = _started(Observer())
+                self.observer = _started(_native_observer())
             else:
                 self.poller = _started(PollingObserver(timeout=self.poll_interval))
             lost = [p for p, r in self.roots.items() if r.mode == mode]
@@ -167,6 +171,16 @@ class WatchedRoots:
         for obs in (self.observer, self.poller):
             obs.stop()
             obs.join(timeout=10)
+
+
+def _native_observer() -> BaseObserver:
+    if sys.platform.startswith("linux"):
+        from watchdog.observers.inotify import InotifyObserver
+
+        # Full events: a move in from (or out to) an unwatched place arrives as a move with one side empty, not as
+        # a plain create; a moved-in file is complete, where a created one may still be written to.
+        return InotifyObserver(generate_full_events=True)
+    return Observer()
 
 
 def _started(observer: BaseObserver) -> BaseObserver:

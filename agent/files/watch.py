@@ -217,7 +217,7 @@ class FileWatchSource:
         for path in changed_since(roots, since - 2.0, max_files=200_000, budget_s=60.0):
             if self._stop.is_set():
                 return
-            complete &= self.pipeline.submit(RawEvent("modified", path), wait=5.0)  # type: ignore[union-attr]
+            complete &= self.pipeline.submit(RawEvent("modified", path, closes_unseen=True), wait=5.0)  # type: ignore[union-attr]
             n += 1
         if update_mark and complete:  # else the next round looks as far back again
             self._scan_mark = started

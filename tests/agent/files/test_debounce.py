@@ -22,11 +22,12 @@ def clock() -> Clock:
 
 
 def make(clock: Clock, **kw: object) -> Debouncer:
-    return Debouncer(quiet=2.0, clock=clock, **kw)  # type: ignore[arg-type]
+    return Debouncer(quiet=2.0, unclosed_wait=30.0, clock=clock, **kw)  # type: ignore[arg-type]
 
 
-def ev(kind: str, path: str, dest: str = "", *, d: bool = False, synthetic: bool = False) -> RawEvent:
-    return RawEvent(kind, path, dest, d, synthetic)  # type: ignore[arg-type]
+def ev(kind: str, path: str, dest: str = "", *, d: bool = False, synthetic: bool = False,
+       polled: bool = False) -> RawEvent:
+    return RawEvent(kind, path, dest, d, synthetic, polled)  # type: ignore[arg-type]
 
 
 def test_a_storm_of_modify_events_becomes_one_file_once_it_is_quiet(clock: Clock) -> None:
@@ -186,3 +187,49 @@ def test_configured_globs_add_temporary_names(clock: Clock) -> None:
     db.feed(ev("moved", "/h/a.csv.inprogress", "/h/a.csv"))
     clock.advance(3)
     assert [(r.path, r.action) for r in db.due()] == [("/h/a.csv", "created")]
+
+
+def test_a_file_still_open_for_writing_waits_for_its_close_through_a_long_pause(clock: Clock) -> None:
+    db = make(clock)
+    db.feed(ev("created", "/media/usb/big.csv"))
+    db.feed(ev("modified", "/media/usb/big.csv"))
+    clock.advance(20)  # the copy stalls (a slow stick, a busy machine): not finished, so not reported
+    assert db.due() == []
+    db.feed(ev("modified", "/media/usb/big.csv"))
+    db.feed(ev("closed", "/media/usb/big.csv"))
+    clock.advance(1.9)
+    assert db.due() == []
+    clock.advance(0.2)
+    assert [r.path for r in db.due()] == ["/media/usb/big.csv"]
+
+
+def test_a_writer_that_never_closes_is_reported_after_unclosed_wait(clock: Clock) -> None:
+    db = make(clock)
+    db.feed(ev("modified", "/h/Documents/held.csv"))
+    clock.advance(29.9)
+    assert db.due() == []
+    clock.advance(0.2)
+    assert [r.path for r in db.due()] == ["/h/Documents/held.csv"]
+
+
+def test_polled_and_rescanned_changes_do_not_wait_for_a_close_they_cannot_see(clock: Clock) -> None:
+    db = make(clock)
+    db.feed(ev("created", "/h/polled/a.csv", polled=True))
+    db.feed(ev("modified", "/h/polled/a.csv", polled=True))
+    clock.advance(2.1)
+    assert [r.path for r in db.due()] == ["/h/polled/a.csv"]
+
+
+def test_a_file_moved_in_from_an_unwatched_place_is_complete_and_one_moved_out_is_forgotten(clock: Clock) -> None:
+    db = make(clock)
+    db.feed(ev("moved", "", "/h/Downloads/from-tmp.csv"))
+    db.feed(ev("created", "/h/Downloads/leaving.csv"))
+    db.feed(ev("moved", "/h/Downloads/leaving.csv", ""))
+    db.feed(ev("created", "/h/Downloads/dir/a.csv"))
+    db.feed(ev("moved", "/h/Downloads/dir", "", d=True))
+    db.feed(ev("moved", "", "/h/Downloads/newdir", d=True))
+    db.feed(ev("created", "/h/Downloads/newdir/b.csv", synthetic=True))
+    clock.advance(2.1)
+    assert [(r.path, r.action) for r in db.due()] == [("/h/Downloads/from-tmp.csv", "created"),
+                                                      ("/h/Downloads/newdir/b.csv", "created")]
+    assert db.pending == {}

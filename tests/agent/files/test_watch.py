@@ -160,7 +160,7 @@ def test_the_process_writing_a_file_is_named_when_it_can_be_seen(tmp_path: Path,
 
     docs = tmp_path / "Documents"
     docs.mkdir()
-    w = watcher([docs], quiet="1s", holder_scan_interval="50ms")
+    w = watcher([docs], quiet="1s", unclosed_wait="1s", holder_scan_interval="50ms")
     target = docs / "held.csv"
     writer = subprocess.Popen(
         [sys.executable, "-c", "import sys; f = open(sys.argv[1], 'w'); f.write('13800138000\\n'); f.flush(); "
