@@ -77,10 +77,11 @@ class FileWatchSource:
             self.name, self.config, spool=spool, table=self.table, platform=self.platform, governor=self.governor,
             classifier=Classifier(self.config.classify), agent_id=self.agent_id, exclude_dirs=self.exclude_dirs,
         )
-        self.watched = WatchedRoots(self.pipeline, self.platform, poll_interval=parse_duration(self.config.poll_interval),
+        self.watched = WatchedRoots(self.pipeline, self.platform,
+                                    poll_interval=parse_duration(self.config.poll_interval),
                                     poll_interval_text=str(self.config.poll_interval))
-        self.table.refresh()
         self._waiter = self.platform.mount_waiter(parse_duration(self.config.mount_poll_interval))
+        self.table.refresh()  # after the waiter opened: a mount in between is announced to it
         self._spawn("settle", self.pipeline.run_settle)
         self._spawn("classify", self.pipeline.run_classify)
         self._sync_roots()
@@ -217,7 +218,8 @@ class FileWatchSource:
         for path in changed_since(roots, since - 2.0, max_files=200_000, budget_s=60.0):
             if self._stop.is_set():
                 return
-            complete &= self.pipeline.submit(RawEvent("modified", path, closes_unseen=True), wait=5.0)  # type: ignore[union-attr]
+            event = RawEvent("modified", path, closes_unseen=True)
+            complete &= self.pipeline.submit(event, wait=5.0)  # type: ignore[union-attr]
             n += 1
         if update_mark and complete:  # else the next round looks as far back again
             self._scan_mark = started
