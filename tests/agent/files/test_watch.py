@@ -185,3 +185,26 @@ def test_the_agents_own_spool_and_excluded_folders_are_never_reported(tmp_path: 
     [event] = w.wait_exports(1)
     assert event.payload.path == str(docs / "real.csv")
     assert w.source.counters()["excluded"]["exclude"] >= 1
+
+
+def test_heartbeats_carry_the_watchers_watches_errors_and_shed_counts(tmp_path: Path) -> None:
+    from agent.config import AgentConfig, SpoolSection
+    from agent.files.config import FileWatchConfig
+    from agent.files.watch import FileWatchSource
+    from agent.runtime import Agent
+
+    docs = tmp_path / "Documents"
+    (docs / "a" / "b").mkdir(parents=True)
+    source = FileWatchSource("files", FileWatchConfig(paths=[str(docs)], sync_paths=[], quiet="200ms"),
+                             governor=ResourceGovernor(Limits(cpu_percent=None, memory_bytes=1)), env={})
+    agent = Agent(AgentConfig(spool=SpoolSection(dir=str(tmp_path / "spool"))), sources=[source], ship=False)
+    agent.start()
+    try:
+        (docs / "a" / "x.csv").write_text("13800138000\n")
+        wait_for(lambda: source.counters()["shed"].get("classification.memory"), 30, "a shed classification")
+        beat = agent.heartbeat.make().payload
+    finally:
+        agent.stop(drain_seconds=0)
+    assert beat.watches is not None and beat.watches >= 3  # Documents, a, a/b
+    assert beat.shed["files.classification.memory"] == 1
+    assert beat.rss_bytes and beat.cpu_percent is not None
