@@ -26,7 +26,7 @@ BAD_VALUES = [
     ("[server]\nmax_batch_events = 0", "server -> max_batch_events: must be between 1 and 1000000, not 0"),
     ('[database]\nurl = "mysql://custos:s3cret@db/custos"', "database -> url: must be a URL such as"),
     ("[server]\nport = 8600", "server -> port: unknown key; the keys here are listen, max_batch_bytes"),
-    ("[servers]\nlisten = 1", "servers: unknown key; the keys here are database, rules, server"),
+    ("[servers]\nlisten = 1", "servers: unknown key; the keys here are database, notify, rules, server, web, weekly"),
     ("[rules]\ndirectory = 1", "rules -> directory: unknown key; the keys here are dir"),
 ]
 
