@@ -147,8 +147,11 @@ class _Gen:
                                                         agent_id=host, payload=payload)))
 
     def business(self, when: dt.datetime, kind: type[Envelope], payload: Any) -> None:
-        self.raw.append((when, lambda i, ts: kind(id=i, ts=ts, host="lending-01", source=LENDING,  # type: ignore[call-arg]
-                                                 agent_id="lending", payload=payload)))
+        def make(i: str, ts: dt.datetime) -> Envelope:
+            return kind(id=i, ts=ts, host="lending-01", source=LENDING,  # type: ignore[call-arg]
+                        agent_id="lending", payload=payload)
+
+        self.raw.append((when, make))
 
     def heartbeat(self, when: dt.datetime, agent: str) -> None:
         payload = HeartbeatPayload(version="demo", uptime_s=60.0, spool_depth=0, spool_bytes=0, dropped=0,

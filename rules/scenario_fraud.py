@@ -67,7 +67,8 @@ def lending_activity(g: Any, rng: random.Random, insider: Any, days: int, with_i
         return []
     victims = rng.sample(range(1, g.customers), VICTIMS)
     fraudster_ip = f"203.0.113.{rng.randint(2, 250)}"
-    first = last = None
+    first: dt.datetime | None = None
+    last: dt.datetime | None = None
     for n, customer in enumerate(victims):
         read = g.at(days_read[n % len(days_read)], rng.uniform(begin, finish))
         g.query(read, insider, customers=[customer], classes=["name", "phone"])  # a call like any other
@@ -82,7 +83,7 @@ def lending_activity(g: Any, rng: random.Random, insider: Any, days: int, with_i
             customer_key=g.key(customer), field="phone", channel="mobile_app", device_id=device))
         app_id = _loan(g, rng, hit + dt.timedelta(minutes=11), customer, new_device=True, device=device,
                        ip=fraudster_ip)
-        last = hit + dt.timedelta(minutes=11)
+        last = max(last or read, hit + dt.timedelta(minutes=11))
         confirmed = hit + dt.timedelta(days=rng.uniform(1.5, 4))
         if confirmed < g.at(days, 0):
             g.business(confirmed, FraudConfirmed, FraudConfirmedPayload(

@@ -87,7 +87,8 @@ class DemoBank:
     @property
     def end(self) -> dt.datetime:
         """Local midnight after the last day, in UTC: every event of the bank is before it."""
-        return dt.datetime.combine(self.start + dt.timedelta(days=self.days), dt.time(0), TZ).astimezone(dt.timezone.utc)
+        midnight = dt.datetime.combine(self.start + dt.timedelta(days=self.days), dt.time(0), TZ)
+        return midnight.astimezone(dt.timezone.utc)
 
     @property
     def teams(self) -> list[str]:
@@ -117,12 +118,16 @@ class DemoBank:
         """(staff id, customer key) of every loan officer's and collector's portfolio, for need-to-know rules."""
         return sorted((sid, key) for sid, keys in self.scenario.assignments.items() for key in keys)
 
-    def write_site_rules(self, directory: Path) -> Path:
-        """The site's rule directory: its context (sites, calendars, lists) beside the built-in rules."""
+    def write_site_rules(self, directory: Path, without: tuple[str, ...] = ()) -> Path:
+        """The site's rule directory: its context (sites, calendars, lists) beside the built-in rules, and the
+        rules left out (`without`, rule ids) as overrides."""
         directory.mkdir(parents=True, exist_ok=True)
+        context = dict(CONTEXT)
+        if without:
+            context["overrides"] = {rule_id: {"enabled": False} for rule_id in without}
         path = directory / "context.yaml"
         path.write_text("# The demo bank's context: where its networks are, when its teams work, its batch account.\n"
-                        + yaml.safe_dump({"context": CONTEXT}, sort_keys=False), encoding="utf-8")
+                        + yaml.safe_dump({"context": context}, sort_keys=False), encoding="utf-8")
         return path
 
 

@@ -141,6 +141,13 @@ class RecordFeed:
 # -- rule kinds --------------------------------------------------------------------------------------------------
 
 
+def rule_ids() -> set[str]:
+    """The ids of the built-in rules."""
+    from rules.parse import load_rules
+
+    return {r.id for r in load_rules().rules}
+
+
 def rule_kinds(rule_dirs: list[Path]) -> set[str]:
     """The kinds of the enabled rules the collector runs (built-in and the site's)."""
     from rules.parse import load_rules

@@ -98,8 +98,8 @@ class SpoolFeed:
 
 
 class Site:
-    def __init__(self, workdir: Path, bank: DemoBank, progress: Progress) -> None:
-        self.workdir, self.bank, self.progress = workdir, bank, progress
+    def __init__(self, workdir: Path, bank: DemoBank, progress: Progress, *, without: tuple[str, ...] = ()) -> None:
+        self.workdir, self.bank, self.progress, self.without = workdir, bank, progress, without
         self.database_url = f"sqlite:///{workdir / 'custos.db'}"
         self.config_path = workdir / "collector.toml"
         self.rules_dir = workdir / "rules"
@@ -138,7 +138,7 @@ class Site:
         from collector.rules_state import import_assignments, import_directory
         from rules.identity import read_directory_csv
 
-        self.bank.write_site_rules(self.rules_dir)
+        self.bank.write_site_rules(self.rules_dir, self.without)
         self.config_path.write_text(f"[rules]\ndir = {msgspec.json.encode(str(self.rules_dir)).decode()}\n")
         people = self.workdir / "people.csv"
         self.bank.write_directory(people)
