@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -113,7 +114,13 @@ def test_headless_demo_stores_the_alerts_the_engine_raises_on_the_same_events(he
         stored = read_alerts(db)
     finally:
         db.dispose()
-    assert Counter((a.rule_id, a.group, a.ts) for a in stored) == Counter((a.rule_id, a.group, a.ts) for a in alerts)
+    latest: dict[str, Any] = {}  # a rule that reports a growing case sends revisions of one alert: the store keeps
+    for a in alerts:             # the newest
+        if a.alert_id not in latest or getattr(a, "revision", 0) >= getattr(latest[a.alert_id], "revision", 0):
+            latest[a.alert_id] = a
+    assert len({a.alert_id for a in stored}) == len(stored)
+    assert Counter((a.rule_id, a.group, a.ts) for a in stored) == Counter(
+        (a.rule_id, a.group, a.ts) for a in latest.values())
     assert not engine.errors
     shown = re.search(r"; (\d+) alerts in all;", headless.proc.stdout)
     assert shown is not None and int(shown.group(1)) == len(stored) > 0
@@ -121,15 +128,19 @@ def test_headless_demo_stores_the_alerts_the_engine_raises_on_the_same_events(he
 
 def test_headless_demo_stored_every_event_hashed_and_left_nothing_running(headless: Run, bank: DemoBank) -> None:
     with sqlite3.connect(headless.workdir / "custos.db") as db:
-        rows = db.execute("SELECT event_id, agent, body FROM events").fetchall()
+        rows = db.execute("SELECT event_id, agent, kind, body FROM events").fetchall()
         people = db.execute("SELECT count(*) FROM directory_people").fetchone()[0]
-    ids = {e.id for e in bank.scenario.events}
-    by_agent = Counter(agent for event_id, agent, _ in rows if event_id in ids)
-    assert sum(by_agent.values()) == bank.total  # every event of the bank, once
-    assert set(by_agent) == {a.name for a in AGENTS}
+    # Every event of the bank, once. A business-event intake (where the collector has one) names the lending
+    # system's records itself, so those are counted by kind.
+    ids = {e.id for e in bank.scenario.events if not e.__struct_config__.tag.startswith("business.")}
+    by_agent = Counter(agent for event_id, agent, _, _ in rows if event_id in ids)
+    assert sum(by_agent.values()) == len(ids)
+    business = Counter(e.__struct_config__.tag for e in bank.scenario.events if e.__struct_config__.tag.startswith("b"))
+    assert Counter(kind for _, agent, kind, _ in rows if agent == "lending") == business
+    assert set(by_agent) | {"lending"} == {a.name for a in AGENTS}
     assert people == len(bank.scenario.people)
     # Customer identifiers (CUST0000001 in the scenario) reach the store only as keyed hashes.
-    assert not any(re.search(r"CUST\d{7}", body) for _, _, body in rows)
+    assert not any(re.search(r"CUST\d{7}", body) for _, _, _, body in rows)
     pids = started_pids(headless.proc.stdout)
     posted = "lending (posting to" in headless.proc.stdout  # a collector with its own business-event intake
     assert len(pids) == 1 + len(AGENTS) - posted

@@ -88,7 +88,8 @@ def print_outcome(out: IO[str], result: Outcome) -> None:
         out.write(f"{TITLES.get(name, name):<36} {who:<38} {state:<8} {rules}\n")
         if found:
             top = max(found, key=lambda a: (SEVERITY_RANK.get(a.severity, 0), -a.ts.timestamp()))
-            out.write(f"{'':<36} └ {top.severity}: {top.summary}\n")
+            summary = top.summary if len(top.summary) <= 200 else top.summary[:199] + "…"
+            out.write(f"{'':<36} └ {top.severity}: {summary}\n")
     n_false = len(report.false_alerts)
     planted = len(bank.scenario.planted)
     counted = planted - len(report.pending)
