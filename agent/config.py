@@ -119,12 +119,31 @@ class HeartbeatSection(_Section):
         check_duration(self, "interval")
 
 
+class LimitsSection(_Section):
+    """Resource ceilings: above them the agent sheds optional work (content classification), never events."""
+
+    cpu_percent: float = 50.0  # of one core, averaged over `window`; 0 turns the ceiling off
+    memory: Size = "200MiB"  # resident set; 0 turns the ceiling off
+    window: Duration = "10s"
+
+    def __post_init__(self) -> None:
+        if self.cpu_percent < 0:
+            raise ValueError("cpu_percent: must be 0 (no ceiling) or a positive percentage of one core")
+        if self.memory not in (0, "0"):
+            try:
+                parse_size(self.memory)
+            except ValueError as e:
+                raise ValueError(f"memory: {e}") from None
+        parse_duration(self.window)
+
+
 class AgentConfig(_Section):
     agent_id: str = ""
     collector: CollectorSection = msgspec.field(default_factory=CollectorSection)
     spool: SpoolSection = msgspec.field(default_factory=SpoolSection)
     ship: ShipSection = msgspec.field(default_factory=ShipSection)
     heartbeat: HeartbeatSection = msgspec.field(default_factory=HeartbeatSection)
+    limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
     # Sections of sources (file watcher, proxy, log tailers) are read by those sources from here.
     sources: dict[str, Any] = msgspec.field(default_factory=dict)
 

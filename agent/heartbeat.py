@@ -52,6 +52,7 @@ class Heartbeat:
             dead_lettered=stats.dead,
             monotonic=self.spool.next_heartbeat_number(),
             agent_clock=utcnow(),
+            watches=sum(extra["watches"].values()) if extra.get("watches") else None,
             cpu_percent=cpu,
             rss_bytes=rss,
             config_hash=self.config_hash,

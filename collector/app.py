@@ -31,6 +31,7 @@ from collector.ingest import BatchError, BodyTooLarge, gunzip, parse_batch
 from collector.metrics import Metrics
 from collector.rules_runtime import rule_runtime
 from collector.store import EventStore
+from collector.web import install as install_web
 
 log = logging.getLogger("custos.collector")
 
@@ -315,6 +316,7 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    install_web(app, state)  # the web UI, its JSON API, notifications and scheduled jobs (collector/web)
     return app
 
 

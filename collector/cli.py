@@ -167,6 +167,13 @@ cli.add_command(rules_group)
 cli.add_command(directory_group)
 cli.add_command(assignments_group)
 
+# -- web UI users, weekly report (collector/ui_cli.py) -----------------------------------------------------------
+
+from collector.ui_cli import report_group, users_group  # noqa: E402
+
+cli.add_command(users_group)
+cli.add_command(report_group)
+
 # -- demo -------------------------------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 import msgspec
 
 from agent.config import Size, check_file, check_size, load_toml
+from collector.ui_config import NotifySection, WebSection, WeeklySection
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -72,6 +73,9 @@ class CollectorConfig(_Section):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
     rules: RulesSection = msgspec.field(default_factory=RulesSection)
+    web: WebSection = msgspec.field(default_factory=WebSection)
+    weekly: WeeklySection = msgspec.field(default_factory=WeeklySection)
+    notify: NotifySection = msgspec.field(default_factory=NotifySection)
 
 
 ENV_OVERRIDES = {

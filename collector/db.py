@@ -203,3 +203,156 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", 8)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, connect_args={"options": "-c synchronous_commit=on"}, **kwargs)
+
+
+# -- web UI, triage, notifications, weekly summaries (migration 0004) ---------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # admin | analyst | manager
+    Column("team", String(128), nullable=True),  # a manager sees this team only
+    Column("email", String(256), nullable=True),
+    Column("password_hash", String(256), nullable=False),  # scrypt$n$r$p$salt$hash
+    Column("failed_logins", Integer, nullable=False),  # since the last successful log-in
+    Column("locked_until", UtcDateTime(), nullable=True),
+    Column("disabled_at", UtcDateTime(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_login_at", UtcDateTime(), nullable=True),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 of the cookie; the cookie itself is not kept
+    Column("user_id", BigInteger, nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Index("ix_web_sessions_user_id", "user_id"),
+)
+
+alert_triage = Table(
+    "alert_triage",
+    metadata,
+    Column("alert_id", String(32), primary_key=True),  # the status itself is alerts.status
+    Column("assignee", String(128), nullable=True),
+    Column("closed_at", UtcDateTime(), nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+alert_history = Table(
+    "alert_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("alert_id", String(32), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("field", String(32), nullable=False),  # status | assignee | comment
+    Column("old", Text, nullable=True),
+    Column("new", Text, nullable=True),
+    Index("ix_alert_history_alert_id", "alert_id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("role", String(16), nullable=True),
+    Column("action", String(32), nullable=False),  # view | change | attest | login | login_refused | user_add …
+    Column("subject", String(32), nullable=False),  # alert | case | person | summary | user | session
+    Column("subject_id", String(256), nullable=False),
+    Column("staff_id", String(256), nullable=True),  # whose data was looked at or judged
+    Column("detail", Text, nullable=True),
+    Index("ix_audit_log_staff_id_at", "staff_id", "at"),
+    Index("ix_audit_log_at", "at"),
+)
+
+notify_outbox = Table(
+    "notify_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(256), nullable=False, unique=True),  # receiver|kind|ref: enqueued once
+    Column("receiver", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),  # alert | weekly | reminder | escalation
+    Column("ref", String(128), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON message, rendered per receiver at delivery
+    Column("status", String(16), nullable=False),  # pending | sent | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", UtcDateTime(), nullable=False),
+    Column("lease_until", UtcDateTime(), nullable=True),  # a process is delivering it until then
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index("ix_notify_outbox_status_next_at", "status", "next_at"),
+)
+
+notify_log = Table(
+    "notify_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("receiver", String(128), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("ok", Integer, nullable=False),  # 1 delivered, 0 failed
+    Column("detail", Text, nullable=True),
+    Index("ix_notify_log_outbox_id", "outbox_id"),
+)
+
+weekly_summaries = Table(
+    "weekly_summaries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("team", String(128), nullable=False),
+    Column("week", String(8), nullable=False),  # ISO week, 2026-W47
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("data", Text, nullable=False),  # JSON figures
+    Column("html", Text, nullable=False),  # as e-mailed
+    Index("ix_weekly_summaries_team_week", "team", "week", unique=True),
+)
+
+attestations = Table(
+    "attestations",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("team", String(128), nullable=False),
+    Column("week", String(8), nullable=False),
+    Column("staff_id", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("answer", String(16), nullable=True),  # confirm | question
+    Column("note", Text, nullable=True),
+    Column("answered_by", String(128), nullable=True),
+    Column("answered_at", UtcDateTime(), nullable=True),
+    Column("reminders", Integer, nullable=False),
+    Column("last_reminded_at", UtcDateTime(), nullable=True),
+    Column("escalated_at", UtcDateTime(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_attestations_team_week_staff_id", "team", "week", "staff_id", unique=True),
+)
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("job", String(64), nullable=False),
+    Column("run_key", String(128), nullable=False),  # weekly:2026-W47 — one run per key across processes
+    Column("holder", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # running | done | failed
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("lease_until", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    PrimaryKeyConstraint("job", "run_key", name="pk_job_runs"),
+)
+
+ui_cursors = Table(
+    "ui_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)

@@ -10,8 +10,34 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.runtime import Source
+from agent.tailers.config import mariadb_audit_source, pgaudit_source
 
-SOURCE_TYPES: dict[str, Callable[[str, dict[str, Any], AgentConfig], Source]] = {}
+
+def _file_watch(name: str, section: dict[str, Any], config: AgentConfig) -> Source:
+    from agent.files.watch import FileWatchSource  # watchdog is imported only by agents that watch files
+
+    return FileWatchSource.from_config(name, section, config)
+
+
+def _mounts(name: str, section: dict[str, Any], config: AgentConfig) -> Source:
+    from agent.files.mounts import MountsSource
+
+    return MountsSource.from_config(name, section, config)
+
+
+def _db_connections(name: str, section: dict[str, Any], config: AgentConfig) -> Source:
+    from agent.netwatch import DbConnectionsSource
+
+    return DbConnectionsSource.from_config(name, section, config)
+
+
+SOURCE_TYPES: dict[str, Callable[[str, dict[str, Any], AgentConfig], Source]] = {
+    "pgaudit": pgaudit_source,  # pgAudit lines in PostgreSQL's stderr log or csvlog (agent/tailers)
+    "mariadb_audit": mariadb_audit_source,  # MariaDB's server_audit file (agent/tailers)
+    "file_watch": _file_watch,  # exports into watched folders and onto removable/network mounts (agent/files)
+    "mounts": _mounts,  # removable and network media appearing and going (agent/files/mounts.py)
+    "db_connections": _db_connections,  # this machine's connections to databases (agent/netwatch.py)
+}
 
 
 def build_sources(config: AgentConfig) -> list[Source]:
