@@ -104,6 +104,7 @@ def test_headless_demo_finds_every_planted_insider_and_exits_zero(headless: Run)
     assert false_alerts(out) <= 2
     assert "every planted scenario was found" in out
     assert re.search(r"\[5/6\] replay\s+Sun 15 Mar .* shipped ([\d,]+)/\1 +stored \1 ", out), out  # the last day
+    assert re.search(r"^\[6/6\] rules\s+[\d,]+ events evaluated, \d+ alerts", out, re.M), out
 
 
 def test_headless_demo_stores_the_alerts_the_engine_raises_on_the_same_events(headless: Run, bank: DemoBank) -> None:
@@ -174,7 +175,11 @@ def test_demo_keeps_the_collector_serving_until_interrupted(tmp_path: Path) -> N
         assert answer.status_code == 200
         assert any(e["event"]["payload"]["destination"] == "removable" for e in answer.json()["events"])
         if has("collector.web") and has("collector.users"):
-            assert re.search(r"log in as\n\s+analyst / \S+ .*\n\s+manager-loans / \S+", text), text
+            logins = dict(re.findall(r"^\s+(analyst|manager-loans) / (\S+)  \(", text, re.M))
+            assert set(logins) == {"analyst", "manager-loans"}, text
+            assert log_in(url, "analyst", logins["analyst"]) == "/alerts"
+            assert log_in(url, "manager-loans", logins["manager-loans"]) == "/summaries"  # a manager's landing
+            assert log_in(url, "analyst", "not-the-password") is None
         else:
             assert "the web UI, with log-ins for an analyst and a manager, comes with the UI work" in text
         proc.send_signal(signal.SIGINT)
@@ -186,6 +191,21 @@ def test_demo_keeps_the_collector_serving_until_interrupted(tmp_path: Path) -> N
     text = log.read_text()
     assert "stopped the agents and the collector" in text
     assert all(gone(pid) for pid in started_pids(text))
+
+
+def log_in(url: str, user: str, password: str) -> str | None:
+    """Log in through the web UI's form; where it sends the user, or None when refused."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        page = client.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None, page.text
+        answer = client.post("/login", data={"csrf": csrf.group(1), "username": user, "password": password,
+                                             "next": "/alerts"})
+        if answer.status_code != 303:
+            return None
+        landing = answer.headers["location"]
+        assert client.get(landing).status_code == 200
+        return landing
 
 
 # -- the stages on their own ------------------------------------------------------------------------------------

@@ -55,13 +55,6 @@ class Progress:
             self.out.write(text + "\n")
         self.out.flush()
 
-    def finish(self, name: str, detail: str) -> None:
-        """Close the bar's step with a line of its own."""
-        self._end_bar()
-        self.n += 1
-        self.out.write(f"[{self.n}/{self.steps}] {name:<10} {detail}\n")
-        self.out.flush()
-
     def _end_bar(self) -> None:
         if self._drawn:
             self.out.write("\n")

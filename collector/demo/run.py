@@ -67,8 +67,9 @@ def run_demo(*, seed: int = 1, serve: bool = True, workdir: Path | None = None, 
         progress.step("bank", describe_bank(bank) + (f"; left out: {', '.join(without)}" if without else ""))
         with Site(where, bank, progress, without=without) as site:
             counts = replay(site, bank, progress, timeout)
-            progress.finish("rules", f"{counts.evaluated:,} events stored and evaluated, {counts.alerts} alerts; "
-                                     f"{time.monotonic() - began:.1f} s since the start")
+            progress.step("replay", f"{bank.days} days: {counts.stored:,} events shipped and stored")
+            progress.step("rules", f"{counts.evaluated:,} events evaluated, {counts.alerts} alerts; "
+                                   f"{time.monotonic() - began:.1f} s since the start")
             kinds = extras.rule_kinds([site.rules_dir])
             result = outcome(bank, read_alerts(site.db), kinds)
             print_outcome(out, result)
