@@ -1,7 +1,7 @@
 """`custos demo`: the synthetic bank's fourteen days travel through real agent processes and a real collector, the
 rules raise alerts, and the demo says which planted insiders were found.
 
-The end-to-end tests run `python -m collector demo` as a user would and look at its output, at the store it left
+The end-to-end tests (marked slow: each is a whole demo run) run `python -m collector demo` as a user would and look at its output, at the store it left
 behind (with --workdir) and at the processes it started; the rest check the stages on their own.
 """
 
@@ -97,6 +97,7 @@ def headless(tmp_path_factory: pytest.TempPathFactory) -> Run:
     return Run(proc, tmp / "site")
 
 
+@pytest.mark.slow  # a whole demo run: about 30 s on a quiet machine, a minute on a busy one
 def test_headless_demo_finds_every_planted_insider_and_exits_zero(headless: Run) -> None:
     out = headless.proc.stdout
     assert headless.proc.returncode == 0, out + headless.proc.stderr
@@ -107,6 +108,7 @@ def test_headless_demo_finds_every_planted_insider_and_exits_zero(headless: Run)
     assert re.search(r"^\[6/6\] rules\s+[\d,]+ events evaluated, \d+ alerts", out, re.M), out
 
 
+@pytest.mark.slow  # a whole demo run: about 30 s on a quiet machine, a minute on a busy one
 def test_headless_demo_stores_the_alerts_the_engine_raises_on_the_same_events(headless: Run, bank: DemoBank) -> None:
     """The real path (spools, shippers, HTTP, store, rule worker) changes nothing in the verdict."""
     alerts, engine = replay_scenario(bank.scenario, load_rules([headless.workdir / "rules"]))
@@ -127,6 +129,7 @@ def test_headless_demo_stores_the_alerts_the_engine_raises_on_the_same_events(he
     assert shown is not None and int(shown.group(1)) == len(stored) > 0
 
 
+@pytest.mark.slow  # a whole demo run: about 30 s on a quiet machine, a minute on a busy one
 def test_headless_demo_stored_every_event_hashed_and_left_nothing_running(headless: Run, bank: DemoBank) -> None:
     with sqlite3.connect(headless.workdir / "custos.db") as db:
         rows = db.execute("SELECT event_id, agent, kind, body FROM events").fetchall()
@@ -149,6 +152,7 @@ def test_headless_demo_stored_every_event_hashed_and_left_nothing_running(headle
     assert "Traceback" not in (headless.workdir / "logs" / "collector.log").read_text()
 
 
+@pytest.mark.slow  # a whole demo run: about 30 s on a quiet machine, a minute on a busy one
 def test_demo_without_the_rules_that_catch_the_leaver_misses_her_and_exits_non_zero(tmp_path: Path) -> None:
     proc = demo("--no-serve", "--seed", str(SEED), "--start", START.isoformat(), "--without-rule",
                 "custos.access_after_end_date", "--without-rule", "custos.outside_assignment", cwd=tmp_path)
@@ -159,6 +163,7 @@ def test_demo_without_the_rules_that_catch_the_leaver_misses_her_and_exits_non_z
     assert "left out: custos.access_after_end_date, custos.outside_assignment" in proc.stdout
 
 
+@pytest.mark.slow  # a whole demo run: about 30 s on a quiet machine, a minute on a busy one
 def test_demo_keeps_the_collector_serving_until_interrupted(tmp_path: Path) -> None:
     log = tmp_path / "demo.out"
     with open(log, "w") as out:
