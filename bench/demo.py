@@ -1,6 +1,6 @@
 """How long the demo takes, and what the real path costs over the engine alone on the same events.
 
-    PYTHONPATH=. python bench/demo.py [--seed 1] [--repeat 2]
+    PYTHONPATH=. python -m bench.demo [--seed 1] [--repeat 2]
 
 Baseline, measured in the same run: generating the bank and evaluating its events in this process with the rule
 engine (rules.scenario.replay_scenario), which is what any replay pays. The demo adds starting a collector and
