@@ -1,19 +1,27 @@
-# Two commands a newcomer needs: `make demo` and `make test`. Both create .venv and install what they need.
+# Two commands a newcomer needs: `make demo` and `make test`. Both create .venv and install what they need
+# (the demo only the agent and the collector; the tests everything).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 
 .PHONY: demo test bench lint clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "custos needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[agent,collector,test,bench]'
+
+$(DEMO_STAMP): setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[agent,collector]'
 	@touch $@
 
-demo: $(STAMP)
+$(STAMP): setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[agent,collector,test,bench]'
+	@touch $@ $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/custos demo $(DEMO_ARGS)
 
 test: $(STAMP)

@@ -85,6 +85,7 @@ class App:
         self.max_batch = parse_size(config.server.max_batch_bytes)
         self.max_events = config.server.max_batch_events
         self.rules = rule_runtime(config, engine)  # evaluates stored events in a worker (thread or process)
+        self.metrics.watch_rules(self.rules)
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):  # type: ignore[no-untyped-def]

@@ -182,12 +182,19 @@ cli.add_command(report_group)
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the generated bank and its activity.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the database, spools and logs here (default: a temporary directory, removed afterwards).")
-def demo(no_serve: bool, seed: int, workdir: Path | None) -> None:
-    """A bank in a box: a collector and agents on this machine, on the embedded SQLite store, and insider
-    activity travelling through them as events. Exits 0 when every event arrived."""
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]),
+              help="First day of the fourteen (its week's Monday; default: two weeks before this week's Monday).")
+@click.option("--pg", metavar="DSN", help="Run the database part through the real PostgreSQL proxy against DSN.")
+@click.option("--without-rule", "without", multiple=True, metavar="ID",
+              help="Leave out this built-in rule (repeatable), to see which insiders go unnoticed without it.")
+def demo(no_serve: bool, seed: int, workdir: Path | None, start: object, pg: str | None,
+         without: tuple[str, ...]) -> None:
+    """A bank in a box: 60 staff, fourteen days, six planted insiders, replayed through real agents and a real
+    collector on this machine; then which insiders the rules found. Exits 0 when every one was found."""
     from collector.demo import run_demo
 
-    raise SystemExit(run_demo(seed=seed, serve=not no_serve, workdir=workdir))
+    day = start.date() if start is not None else None  # type: ignore[attr-defined]
+    raise SystemExit(run_demo(seed=seed, serve=not no_serve, workdir=workdir, start=day, pg=pg, without=without))
 
 
 def main() -> None:

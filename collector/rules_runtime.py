@@ -176,8 +176,6 @@ class RuleRuntime:
                 if alerts:
                     out.extend(alerts)
                     received[event.id] = received_at
-            self.stats.evaluated += len(rows)
-            self.stats.last_seq = self.max_seq
             if out:
                 saved = set(self.alert_store.save(out, origin="stream"))
                 stored_at = self.clock()
@@ -187,6 +185,9 @@ class RuleRuntime:
                         trigger = next((e for e in reversed(a.evidence) if e in received), None)
                         if trigger is not None and len(self.stats.latencies) < 1_000_000:
                             self.stats.latencies.append(stored_at - received[trigger])
+            # Only now: what /metrics reports as evaluated has its alerts stored.
+            self.stats.evaluated += len(rows)
+            self.stats.last_seq = self.max_seq
             return len(rows)
 
     def maybe_tick(self) -> None:
