@@ -1,0 +1,167 @@
+"""Finished statements and session changes → events → the spool, on a thread of its own.
+
+The event loop only appends to a deque (no lock, no I/O); this thread wakes every `interval`, builds the events
+and writes them to the spool in batches, so a slow disk never stalls forwarding. The queue is bounded: past
+`max_pending` records new ones are shed and counted (reported in heartbeats), never silently lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+from agent.errors import SpoolFull
+from agent.events import (
+    Actor,
+    DbQuery,
+    DbQueryPayload,
+    DbSession,
+    DbSessionPayload,
+    Envelope,
+    Source,
+    new_event,
+)
+from agent.proxy.audit import QueryRecord, SessionInfo
+from agent.runtime import spool_events
+from agent.spool import Spool
+
+log = logging.getLogger("custos.proxy")
+_UTC = dt.timezone.utc
+MAX_STATEMENT = 65536
+
+
+class AuditWriter:
+    def __init__(self, spool: Spool, source: Source, *, agent_id: str = "", interval: float = 0.1,
+                 batch: int = 2000, max_pending: int = 200_000, exclude_objects: Iterable[str] = ()) -> None:
+        self.spool = spool
+        self.source = source
+        self.agent_id = agent_id
+        self.interval = interval
+        self.batch = batch
+        self.max_pending = max_pending
+        self.exclude_objects = frozenset(o.lower() if "." in o else f"public.{o.lower()}" for o in exclude_objects)
+        self._queue: deque[QueryRecord | tuple[SessionInfo, str, str | None]] = deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.shed = 0
+        self.excluded: dict[str, int] = {}
+        self.errors = 0
+
+    # -- called on the event loop ---------------------------------------------------------------------------
+
+    def query(self, rec: QueryRecord) -> None:
+        if len(self._queue) >= self.max_pending:
+            self.shed += 1
+            return
+        self._queue.append(rec)
+
+    def session(self, info: SessionInfo, phase: str, error_code: str | None = None) -> None:
+        if len(self._queue) >= self.max_pending:
+            self.shed += 1
+            return
+        self._queue.append((info, phase, error_code))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # -- the writer thread ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="custos-proxy-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - keep the thread alive; the count shows in heartbeats
+                self.errors += 1
+                log.error("proxy audit writer failed a batch", exc_info=False)
+
+    def flush(self) -> int:
+        """Write what is queued; returns how many events were written."""
+        done = 0
+        q = self._queue
+        while q:
+            items = [q.popleft() for _ in range(min(self.batch, len(q)))]
+            events = [e for e in (self._event(i) for i in items) if e is not None]
+            try:
+                spool_events(self.spool, events)
+            except SpoolFull:
+                q.extendleft(reversed(items))  # the spool's `block` policy: wait for the shipper
+                return done
+            done += len(events)
+            self.written += len(events)
+        return done
+
+    def _event(self, item: QueryRecord | tuple[SessionInfo, str, str | None]) -> Envelope | None:
+        if isinstance(item, tuple):
+            return self._session_event(*item)
+        return self._query_event(item)
+
+    def _query_event(self, rec: QueryRecord) -> Envelope | None:
+        a = rec.analysis
+        data = rec.data
+        info = rec.session
+        if self.exclude_objects:
+            touched = set(data.tables_read) | set(a.tables_written)
+            if touched and touched <= self.exclude_objects:
+                key = f"object.{sorted(touched)[0]}"[:256]
+                self.excluded[key] = self.excluded.get(key, 0) + 1
+                return None
+        started = dt.datetime.fromtimestamp(rec.started, _UTC)
+        keys = list(rec.keys) if rec.keys else []
+        payload = DbQueryPayload(
+            session_id=info.session_id,
+            statement_type=a.statement_type,
+            fingerprint=a.fingerprint,
+            statement=a.statement[:MAX_STATEMENT],
+            database=info.database,
+            application_name=info.application_name,
+            client_addr=info.client_addr,
+            client_port=info.client_port,
+            server=f"{info.server_addr}:{info.server_port}",
+            started_at=started,
+            duration_ms=round(rec.duration * 1000, 3),
+            tables_read=list(data.tables_read),
+            tables_written=list(a.tables_written),
+            columns=list(data.columns),
+            sensitive_classes=list(data.sensitive_classes),
+            rows=rec.rows or rec.counted or 0,
+            bytes=rec.bytes,
+            error_code=rec.error,
+            cursor=rec.cursor,
+            customer_keys=keys,
+            customer_keys_total=rec.keys_total if rec.keys_total else None,
+            unknown=list(data.unknown),
+        )
+        actor = Actor(db_user=info.user, end_user=rec.end_user)
+        return new_event(DbQuery, payload, source=self.source, actor=actor, ts=started, agent_id=self.agent_id)
+
+    def _session_event(self, info: SessionInfo, phase: str, error_code: str | None) -> Envelope:
+        payload = DbSessionPayload(
+            session_id=info.session_id,
+            phase=phase,  # type: ignore[arg-type]
+            database=info.database,
+            application_name=info.application_name,
+            client_addr=info.client_addr,
+            client_port=info.client_port,
+            server_addr=info.server_addr,
+            server_port=info.server_port,
+            auth_method=info.auth_method,
+            tls=False,
+            error_code=error_code,
+        )
+        actor = Actor(db_user=info.user, end_user=info.end_user)
+        return new_event(DbSession, payload, source=self.source, actor=actor, agent_id=self.agent_id)
