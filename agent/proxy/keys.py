@@ -3,7 +3,8 @@
 A RowDescription names each column's table by OID and attribute number, not by name. The proxy learns the
 OID of a configured table from results of statements that read that table alone, then recognises the key
 column by (OID, attnum) however a later query aliases it; until learned, a column named like a key column, in a
-statement that reads the key's table, counts as the key.
+statement that reads the key's table, counts as the key. (An aliased key column read before any plain read of
+its table is missed: the proxy never queries the catalog on its own.)
 
 Values are hashed as HMAC-SHA256 over the value's text form (whitespace-trimmed), as
 `agent.sqlaudit` hashes customer keys elsewhere, so hashes from the proxy and business events link.
@@ -47,6 +48,7 @@ class KeyMatcher:
         self.secret = secret
         self.cap = cap
         self._table_oids: dict[tuple[str, int], str] = {}  # (database, oid) → schema.table, learned
+        self._key_attrs: set[tuple[str, int, int]] = set()  # (database, table oid, attnum) of key columns
         self.unreadable = 0  # values in a format this reader does not know
 
     @property
@@ -62,19 +64,25 @@ class KeyMatcher:
         if len(tables) == 1:
             for c in columns:
                 if c.table_oid:
-                    self._table_oids.setdefault((database, c.table_oid), tables[0])
+                    if len(self._table_oids) < 100_000:
+                        self._table_oids.setdefault((database, c.table_oid), tables[0])
                     break  # one table read: every column with an OID comes from it (or a view of it)
         idx: list[int] = []
         readers: list[tuple[int, int]] = []
         for i, c in enumerate(columns):
-            owner = self.keys.get(c.name)
-            if owner is None or not c.table_oid:
+            if not c.table_oid:
                 continue
-            known = self._table_oids.get((database, c.table_oid))
-            if known is not None and known != owner:
-                continue
-            if known is None and owner not in tables:
-                continue
+            if (database, c.table_oid, c.attnum) not in self._key_attrs:
+                owner = self.keys.get(c.name)
+                if owner is None:
+                    continue
+                known = self._table_oids.get((database, c.table_oid))
+                if known is not None and known != owner:
+                    continue
+                if known is None and owner not in tables:
+                    continue
+                if known == owner and len(self._key_attrs) < 100_000:
+                    self._key_attrs.add((database, c.table_oid, c.attnum))
             idx.append(i)
             fmt = c.fmt if formats is None else (formats[i] if len(formats) > 1 else (formats[0] if formats else 0))
             readers.append((c.type_oid, fmt))

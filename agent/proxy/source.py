@@ -32,3 +32,22 @@ class ProxySource:
 
     def counters(self) -> dict[str, dict[str, int]]:
         return self.server.counters() if self.server is not None else {}
+
+
+def proxy_sources(config: AgentConfig, listen: str | None, upstream: str | None, name: str) -> list[ProxySource]:
+    """The proxies to run: one from --listen/--upstream (other settings from the first proxy section, if any),
+    or every `type = "proxy"` section of agent.toml."""
+    from agent.errors import ConfigError
+
+    sections = {n: s for n, s in config.sources.items() if isinstance(s, dict) and s.get("type") == "proxy"}
+    if listen or upstream:
+        if not (listen and upstream):
+            raise ConfigError("--listen and --upstream go together: give both, e.g. "
+                              "--listen 127.0.0.1:6543 --upstream 127.0.0.1:5432")
+        base = dict(next(iter(sections.values()), {}))
+        base["listeners"] = [{"listen": listen, "upstream": upstream, "name": name}]
+        return [ProxySource(name, proxy_config(name, base), config.agent_id)]
+    if not sections:
+        raise ConfigError('no proxy configured: give --listen and --upstream, or a [sources.NAME] section with '
+                          'type = "proxy" and listeners in agent.toml')
+    return [ProxySource(n, proxy_config(n, s), config.agent_id) for n, s in sections.items()]

@@ -1,0 +1,100 @@
+"""A real proxy (in this process, on its own event-loop thread) in front of the real local PostgreSQL."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import pytest
+
+from agent.events import DbQuery, Envelope, decode
+from agent.proxy.config import Listener, ProxyConfig
+from agent.proxy.server import ProxyServer
+from agent.spool import Spool
+from tests.helpers.procs import wait_for
+
+SECRET = b"test-customer-key-secret"
+UPSTREAM = "127.0.0.1:5432"
+
+
+def key_hash(value: str) -> str:
+    return hmac.digest(SECRET, value.encode(), "sha256").hex()
+
+
+def via(url: str, port: int) -> str:
+    """The same database URL, through the proxy's port."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{port}"))
+
+
+@dataclass
+class RunningProxy:
+    server: ProxyServer
+    spool: Spool
+    spool_dir: Path
+
+    @property
+    def port(self) -> int:
+        return self.server.address()[1]
+
+    def url(self, db_url: str) -> str:
+        return via(db_url, self.port)
+
+    def events(self) -> list[Envelope]:
+        self.server.writer.flush()
+        return [decode(e.body) for e in self.spool.peek(1_000_000)]
+
+    def queries(self, database: str | None = None) -> list[Envelope]:
+        return [e for e in self.events() if isinstance(e, DbQuery)
+                and (database is None or e.payload.database == database)]
+
+    def wait_queries(self, predicate: Callable[[list[Envelope]], bool], database: str | None = None,
+                     timeout: float = 20.0, what: str = "the expected db.query events") -> list[Envelope]:
+        """The audit runs beside forwarding, so a client can see its answer before the event exists: poll."""
+        found: list[Envelope] = []
+
+        def check() -> bool:
+            found[:] = self.queries(database)
+            return predicate(found)
+
+        wait_for(check, timeout, what)
+        return found
+
+
+@pytest.fixture
+def make_proxy(tmp_path: Path) -> Iterator[Callable[..., RunningProxy]]:
+    started: list[RunningProxy] = []
+
+    def make(**settings: object) -> RunningProxy:
+        settings.setdefault("listeners", [Listener(listen="127.0.0.1:0", upstream=UPSTREAM, name="pg-test")])
+        settings.setdefault("flush_interval", "20ms")
+        config = msgspec.structs.replace(ProxyConfig(), **settings)
+        spool_dir = tmp_path / f"spool{len(started)}"
+        spool = Spool(spool_dir / "spool.sqlite3", synchronous="NORMAL")
+        server = ProxyServer(config, spool, name="pg-test", secret=SECRET)
+        server.start()
+        running = RunningProxy(server, spool, spool_dir)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.server.stop()
+        running.spool.close()
+
+
+@pytest.fixture
+def proxy(make_proxy: Callable[..., RunningProxy]) -> RunningProxy:
+    return make_proxy(
+        customer_keys=["public.customers.customer_id"],
+        sensitive={"public.customers.national_id": "id_number", "public.customers.full_name": "name",
+                   "public.cards.pan": "bank_card"},
+    )
+
+
+def dbname(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
