@@ -45,6 +45,7 @@ class AuditWriter:
         self.exclude_objects = frozenset(o.lower() if "." in o else f"public.{o.lower()}" for o in exclude_objects)
         self._queue: deque[QueryRecord | tuple[SessionInfo, str, str | None]] = deque()
         self._stop = threading.Event()
+        self._flushing = threading.Lock()  # one drain at a time: the writer thread, or stop(), or a test
         self._thread: threading.Thread | None = None
         self.written = 0
         self.shed = 0
@@ -90,19 +91,22 @@ class AuditWriter:
                 log.error("proxy audit writer failed a batch", exc_info=False)
 
     def flush(self) -> int:
-        """Write what is queued; returns how many events were written."""
+        """Write what is queued; returns how many events were written. Safe to call from any thread."""
         done = 0
         q = self._queue
-        while q:
-            items = [q.popleft() for _ in range(min(self.batch, len(q)))]
-            events = [e for e in (self._event(i) for i in items) if e is not None]
-            try:
-                spool_events(self.spool, events)
-            except SpoolFull:
-                q.extendleft(reversed(items))  # the spool's `block` policy: wait for the shipper
-                return done
-            done += len(events)
-            self.written += len(events)
+        with self._flushing:
+            while q:
+                items = []
+                while q and len(items) < self.batch:
+                    items.append(q.popleft())
+                events = [e for e in (self._event(i) for i in items) if e is not None]
+                try:
+                    spool_events(self.spool, events)
+                except SpoolFull:
+                    q.extendleft(reversed(items))  # the spool's `block` policy: wait for the shipper
+                    return done
+                done += len(events)
+                self.written += len(events)
         return done
 
     def _event(self, item: QueryRecord | tuple[SessionInfo, str, str | None]) -> Envelope | None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +19,7 @@ from agent.events import DbQuery, Envelope, decode
 from agent.proxy.config import Listener, ProxyConfig
 from agent.proxy.server import ProxyServer
 from agent.spool import Spool
-from tests.helpers.procs import wait_for
+from tests.helpers.procs import base_env, wait_for
 
 SECRET = b"test-customer-key-secret"
 UPSTREAM = "127.0.0.1:5432"
@@ -98,3 +102,70 @@ def proxy(make_proxy: Callable[..., RunningProxy]) -> RunningProxy:
 
 def dbname(url: str) -> str:
     return urlsplit(url).path.lstrip("/")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ProxyProcess:
+    """`custos-agent proxy` as a real process (for clients whose blocking calls hold the GIL, and the CLI)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+
+    @property
+    def spool_path(self) -> Path:
+        return self.workdir / "spool" / "spool.sqlite3"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "proxy.log"
+
+    def url(self, db_url: str) -> str:
+        return via(db_url, self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+
+
+def start_proxy_process(workdir: Path, *extra: str, config: Path | None = None,
+                        env: dict[str, str] | None = None, port: int | None = None) -> ProxyProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    args = [sys.executable, "-m", "agent", "-v", "proxy"]
+    if config is not None:
+        args += ["--config", str(config)]
+    if not extra or "--listen" not in extra:
+        args += ["--listen", f"127.0.0.1:{port}", "--upstream", UPSTREAM]
+    args += list(extra)
+    log = open(workdir / "proxy.log", "ab")
+    proc = subprocess.Popen(args, env=base_env(CUSTOS_SPOOL_DIR=str(workdir / "spool"), **(env or {})),
+                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    running = ProxyProcess(proc, port, workdir)
+
+    def accepting() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"proxy exited {proc.returncode}: {running.log_path.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(accepting, 30, "the proxy process to listen")
+    return running
+
+
+@pytest.fixture
+def proxy_process(tmp_path: Path) -> Iterator[ProxyProcess]:
+    running = start_proxy_process(tmp_path / "proxy", env={"CUSTOS_CUSTOMER_KEY_SECRET": SECRET.decode()})
+    yield running
+    running.stop()
