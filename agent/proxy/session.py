@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,7 @@ class ClientSide(asyncio.Protocol):
             return
         server.open_connections += 1
         transport.set_write_buffer_limits(server.buffer_high, server.buffer_high // 4)  # type: ignore[attr-defined]
+        _bound_socket_buffer(transport, socket.SO_RCVBUF, server.buffer_high)
         self.timer = asyncio.get_running_loop().call_later(server.startup_timeout, self._startup_timeout)
 
     def _startup_timeout(self) -> None:
@@ -272,8 +274,9 @@ class UpstreamSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(  # type: ignore[attr-defined]
-            self.client.server.buffer_high, self.client.server.buffer_high // 4)
+        high = self.client.server.buffer_high
+        transport.set_write_buffer_limits(high, high // 4)  # type: ignore[attr-defined]
+        _bound_socket_buffer(transport, socket.SO_SNDBUF, high)
         self.client.upstream_ready(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
@@ -290,6 +293,17 @@ class UpstreamSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client.close()
+
+
+def _bound_socket_buffer(transport: asyncio.BaseTransport, option: int, size: int) -> None:
+    """Cap the kernel buffer on the path through the proxy, so that a client writing faster than the server
+    reads meets flow control about as soon as it would directly (the kernel would otherwise grow it to MBs)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+        except OSError:
+            pass
 
 
 def _drop(_rec: object) -> None:
