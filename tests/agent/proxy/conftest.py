@@ -136,13 +136,16 @@ class ProxyProcess:
 
 
 def start_proxy_process(workdir: Path, *extra: str, config: Path | None = None,
-                        env: dict[str, str] | None = None, port: int | None = None) -> ProxyProcess:
+                        env: dict[str, str] | None = None, port: int | None = None,
+                        listen: bool = True) -> ProxyProcess:
+    """Start the CLI; with `listen`, on `port` (or a free one) in front of the local PostgreSQL, unless `extra`
+    names --listen itself; without, the listeners come from `config`."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     args = [sys.executable, "-m", "agent", "-v", "proxy"]
     if config is not None:
         args += ["--config", str(config)]
-    if not extra or "--listen" not in extra:
+    if listen and "--listen" not in extra:
         args += ["--listen", f"127.0.0.1:{port}", "--upstream", UPSTREAM]
     args += list(extra)
     log = open(workdir / "proxy.log", "ab")
