@@ -44,8 +44,8 @@ suite() {  # $1 = port, $2 = name, then extra pytest arguments
   shift 2
   (cd "$WORK/run" && PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=postgres \
     "$PY" -m pytest -q -p no:cacheprovider -o addopts= -k "not TestConnectionAttributes" \
-    --junitxml="$WORK/$name.xml" "$@" >"$WORK/$name.log" 2>&1) || true
-  tail -n 1 "$WORK/$name.log"
+    --junitxml="$WORK/$name.xml" "$@" >"$WORK/suite-$name.log" 2>&1) || true
+  tail -n 1 "$WORK/suite-$name.log"
 }
 
 echo "asyncpg $VERSION test suite, directly against $UPSTREAM:"
@@ -77,8 +77,12 @@ for attempt in range(3):
     # a 4 MB write stops early, which depends on the buffering between client and server (it fails now and
     # then through pgbouncer too). A real difference fails every time.
     print(f"{len(still)} passed directly but not through the proxy; running them again through it:")
-    ids = ["tests/" + t.split("::")[0].removeprefix("tests.").replace(".", "/") + ".py::" + t.split("::")[1]
-           for t in still]
+    ids = []
+    for t in still:  # junit "tests.test_timeout.TestTimeout::test_timeout_01" → a pytest node id
+        classname, name = t.split("::")
+        parts = classname.split(".")
+        cls = [parts.pop()] if parts[-1][:1].isupper() else []
+        ids.append("::".join(["/".join(parts) + ".py", *cls, name]))
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
                     f"--junitxml={work}/rerun.xml", *ids], cwd=f"{work}/run",
                    env={**__import__("os").environ, "PGHOST": "127.0.0.1", "PGPORT": port,

@@ -308,7 +308,7 @@ class AuditSession:
         if truncated or plan is None or keys is None:
             return
         values = w.data_row_fields(body, plan.indexes)
-        for raw, (type_oid, fmt) in zip(values, plan.readers):
+        for raw, (type_oid, fmt) in zip(values, plan.readers, strict=False):  # a short row has fewer
             if raw is None:
                 continue
             rec.keys_total += 1

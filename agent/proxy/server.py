@@ -11,6 +11,7 @@ import logging
 import re
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.errors import ConfigError
@@ -167,23 +168,30 @@ class ProxyServer:
         m = self._app_user.search(app)
         return (m.group("user") or None) if m else None
 
-    def cancel(self, key: tuple[int, int]) -> None:
-        """Send a CancelRequest on to the backend that issued `key`; unknown keys go nowhere."""
+    def cancel(self, key: tuple[int, int], done: Callable[[], None]) -> None:
+        """Send a CancelRequest on to the backend that issued `key` (unknown keys go nowhere); `done` closes
+        the client's cancel connection when the server has closed the upstream one."""
         target = self.cancel_keys.get(key)
         if target is None:
             self.count("errors", "cancel_unknown_key")
+            done()
             return
         packet = struct.pack("!IIII", 16, w.CANCEL_REQUEST, *key)
-        asyncio.get_running_loop().create_task(self._send_cancel(target, packet))
+        asyncio.get_running_loop().create_task(self._send_cancel(target, packet, done))
 
-    async def _send_cancel(self, target: tuple[str, int], packet: bytes) -> None:
+    async def _send_cancel(self, target: tuple[str, int], packet: bytes, done: Callable[[], None]) -> None:
         try:
-            _reader, writer = await asyncio.wait_for(asyncio.open_connection(*target), self.connect_timeout)
-            writer.write(packet)
-            await writer.drain()
-            writer.close()
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*target), self.connect_timeout)
+            try:
+                writer.write(packet)
+                await writer.drain()
+                await asyncio.wait_for(reader.read(1), self.connect_timeout)  # the server closes when done
+            finally:
+                writer.close()
         except (OSError, asyncio.TimeoutError):
             self.count("errors", "cancel_upstream_unreachable")
+        finally:
+            done()
 
     def counters(self) -> dict[str, dict[str, int]]:
         out = {group: dict(values) for group, values in self._counts.items()}

@@ -150,8 +150,9 @@ class ClientSide(asyncio.Protocol):
                 self.transport.write(b"N")  # type: ignore[union-attr]
                 continue
             if code == w.CANCEL_REQUEST and length == 16:
-                self.server.cancel(w.cancel_key(packet))
-                self.close()
+                # Closed only once the server has closed its side: clients (asyncpg) take that close as
+                # "the cancel has been delivered" before they send their next statement.
+                self.server.cancel(w.cancel_key(packet), self.close)
                 return
             if code >> 16 == 3:
                 self._start_session(packet, buf)

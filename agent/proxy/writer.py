@@ -1,5 +1,8 @@
 """Finished statements and session changes → events → the spool, on a thread of its own.
 
+db.query events are encoded by `QueryEncoder` (cached fragments) and put into the spool as
+`agent.runtime.spool_events` would; db.session events go through `agent.events.encode`.
+
 The event loop only appends to a deque (no lock, no I/O); this thread wakes every `interval`, builds the events
 and writes them to the spool in batches, so a slow disk never stalls forwarding. The queue is bounded: past
 `max_pending` records new ones are shed and counted (reported in heartbeats), never silently lost.
@@ -7,7 +10,6 @@ and writes them to the spool in batches, so a slow disk never stalls forwarding.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import socket
@@ -16,18 +18,9 @@ from collections import deque
 from collections.abc import Iterable
 
 from agent.errors import SpoolFull
-from agent.events import (
-    Actor,
-    DbQuery,
-    DbQueryPayload,
-    DbSession,
-    DbSessionPayload,
-    Envelope,
-    Source,
-    new_event,
-)
+from agent.events import Actor, DbSession, DbSessionPayload, Envelope, Source, encode, new_event
 from agent.proxy.audit import QueryRecord, SessionInfo
-from agent.runtime import spool_events
+from agent.proxy.encode import QueryEncoder
 from agent.spool import Spool
 
 log = logging.getLogger("custos.proxy")
@@ -57,8 +50,6 @@ class FastIds:
         value = ms << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
         h = f"{value:032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-_UTC = dt.timezone.utc
-MAX_STATEMENT = 65536
 
 
 class AuditWriter:
@@ -80,7 +71,7 @@ class AuditWriter:
         self.excluded: dict[str, int] = {}
         self.errors = 0
         self._ids = FastIds()
-        self._actors: dict[tuple[str | None, str | None], Actor] = {}
+        self._encoder = QueryEncoder(source, HOST, agent_id)
 
     # -- called on the event loop ---------------------------------------------------------------------------
 
@@ -129,9 +120,9 @@ class AuditWriter:
                 items = []
                 while q and len(items) < self.batch:
                     items.append(q.popleft())
-                events = [e for e in (self._event(i) for i in items) if e is not None]
+                events = [e for e in (self._item(i) for i in items) if e is not None]
                 try:
-                    spool_events(self.spool, events)
+                    self.spool.put(events)
                 except SpoolFull:
                     q.extendleft(reversed(items))  # the spool's `block` policy: wait for the shipper
                     return done
@@ -139,59 +130,19 @@ class AuditWriter:
                 self.written += len(events)
         return done
 
-    def _event(self, item: QueryRecord | tuple[SessionInfo, str, str | None]) -> Envelope | None:
+    def _item(self, item: QueryRecord | tuple[SessionInfo, str, str | None]) -> tuple[str, bytes] | None:
+        """(event id, encoded event) for the spool, or None for an excluded statement."""
         if isinstance(item, tuple):
-            return self._session_event(*item)
-        return self._query_event(item)
-
-    def _query_event(self, rec: QueryRecord) -> Envelope | None:
-        a = rec.analysis
-        data = rec.data
-        info = rec.session
+            event = self._session_event(*item)
+            return event.id, encode(event)
         if self.exclude_objects:
-            touched = set(data.tables_read) | set(a.tables_written)
+            touched = set(item.data.tables_read) | set(item.analysis.tables_written)
             if touched and touched <= self.exclude_objects:
                 key = f"object.{sorted(touched)[0]}"[:256]
                 self.excluded[key] = self.excluded.get(key, 0) + 1
                 return None
-        started = dt.datetime.fromtimestamp(rec.started, _UTC)
-        keys = list(rec.keys) if rec.keys else []
-        # Tuples where the schema says list: msgspec encodes both as arrays, and the analysis is shared.
-        payload = DbQueryPayload(
-            session_id=info.session_id,
-            statement_type=a.statement_type,
-            fingerprint=a.fingerprint,
-            statement=a.statement[:MAX_STATEMENT],
-            database=info.database,
-            application_name=info.application_name,
-            client_addr=info.client_addr,
-            client_port=info.client_port,
-            server=f"{info.server_addr}:{info.server_port}",
-            started_at=started,
-            duration_ms=round(rec.duration * 1000, 3),
-            tables_read=data.tables_read,  # type: ignore[arg-type]
-            tables_written=a.tables_written,  # type: ignore[arg-type]
-            columns=data.columns,  # type: ignore[arg-type]
-            sensitive_classes=data.sensitive_classes,  # type: ignore[arg-type]
-            rows=rec.rows or rec.counted or 0,
-            bytes=rec.bytes,
-            error_code=rec.error,
-            cursor=rec.cursor,
-            customer_keys=keys,
-            customer_keys_total=rec.keys_total if rec.keys_total else None,
-            unknown=data.unknown,  # type: ignore[arg-type]
-        )
-        return DbQuery(id=self._ids.next(rec.started), ts=started, host=HOST, source=self.source,
-                       actor=self._actor(info.user, rec.end_user), agent_id=self.agent_id, payload=payload)
-
-    def _actor(self, db_user: str | None, end_user: str | None) -> Actor:
-        key = (db_user, end_user)
-        actor = self._actors.get(key)
-        if actor is None:
-            if len(self._actors) > 10_000:
-                self._actors.clear()
-            actor = self._actors[key] = Actor(db_user=db_user or None, end_user=end_user or None)
-        return actor
+        event_id = self._ids.next(item.started)
+        return event_id, self._encoder.encode(item, event_id)
 
     def _session_event(self, info: SessionInfo, phase: str, error_code: str | None) -> Envelope:
         payload = DbSessionPayload(
@@ -207,5 +158,5 @@ class AuditWriter:
             tls=False,
             error_code=error_code,
         )
-        return new_event(DbSession, payload, source=self.source, actor=self._actor(info.user, info.end_user),
-                         agent_id=self.agent_id)
+        actor = Actor(db_user=info.user or None, end_user=info.end_user or None)
+        return new_event(DbSession, payload, source=self.source, actor=actor, agent_id=self.agent_id)

@@ -81,7 +81,7 @@ def _session(emitted: list[QueryRecord]) -> AuditSession:
 PARSE_ERRORS = (w.ProtocolError, struct.error, ValueError, IndexError)
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), message), max_size=40))
 def test_audit_state_machine_survives_any_message_sequence(seq: list) -> None:  # type: ignore[type-arg]
     emitted: list[QueryRecord] = []

@@ -146,7 +146,8 @@ def test_pgbench_runs_through_the_proxy_and_every_statement_is_audited(proxy: Ru
     assert re.search(r"number of transactions actually processed: 400/400", out.stdout)
     # The TPC-B-like script: BEGIN, 3 UPDATEs, a SELECT, an INSERT, END per transaction.
     def workload(es: list) -> list:  # type: ignore[type-arg]
-        return [e for e in es if e.payload.statement_type != "SELECT" or "public.pgbench_accounts" in e.payload.tables_read]
+        return [e for e in es
+                if e.payload.statement_type != "SELECT" or "public.pgbench_accounts" in e.payload.tables_read]
 
     events = workload(proxy.wait_queries(lambda es: len(workload(es)) >= 2800, name, timeout=30))
     kinds: dict[str, int] = {}
