@@ -153,6 +153,7 @@ def cpu_seconds(ps: psutil.Process) -> float:
 
 def run(args: argparse.Namespace) -> list[Result]:
     work = Path(tempfile.mkdtemp(prefix="custos-bench-proxy-"))
+    work.chmod(0o755)  # pgbouncer runs as postgres and reads its ini below
     psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
     psql(f"CREATE DATABASE {DB}")
     subprocess.run(["pgbench", "-i", "-q", "-s", str(args.scale), "-h", "127.0.0.1", "-U", "postgres", DB],

@@ -42,7 +42,7 @@ class SessionInfo:
 
 
 class QueryRecord:
-    __slots__ = ("session", "analysis", "data", "end_user", "started", "t0", "duration", "rows", "bytes",
+    __slots__ = ("session", "analysis", "data", "end_user", "started", "duration", "rows", "bytes",
                  "error", "cursor", "keys", "keys_total", "plan", "planned", "counted", "portal")
 
     def __init__(self, session: SessionInfo, analysis: Analysis, end_user: str | None) -> None:
@@ -51,7 +51,6 @@ class QueryRecord:
         self.data = analysis  # whose tables the rows come from: the declared query for a FETCH
         self.end_user = end_user
         self.started = time.time()
-        self.t0 = time.perf_counter()
         self.duration = 0.0
         self.rows = 0  # counted DataRows
         self.counted: int | None = None  # the row count CommandComplete reported
@@ -68,15 +67,16 @@ class QueryRecord:
 class Slot:
     """An answer the server owes: `kind` is the client message letter, `rec` the statement it feeds."""
 
-    __slots__ = ("kind", "name", "rec", "queue", "index", "target")
+    __slots__ = ("kind", "name", "rec", "queue", "index", "target", "end_user")
 
-    def __init__(self, kind: int, name: str = "", rec: QueryRecord | None = None) -> None:
+    def __init__(self, kind: int, name: bytes = b"", rec: QueryRecord | None = None) -> None:
         self.kind = kind
-        self.name = name
+        self.name = name  # the statement or portal a Parse, Bind or Execute names
         self.rec = rec
         self.target: Prepared | Portal | None = None  # what a Describe describes
         self.queue: list[Analysis] | None = None  # the statements of a simple query
         self.index = 0
+        self.end_user: str | None = None
 
 
 class Prepared:
@@ -108,25 +108,26 @@ class AuditSession:
         self.emit = emit
         self.end_user_keys = end_user_keys
         self.slots: deque[Slot] = deque()
-        self.statements: dict[str, Prepared] = {}
-        self.portals: dict[str, Portal] = {}
+        self.statements: dict[bytes, Prepared] = {}
+        self.portals: dict[bytes, Portal] = {}
         self.cursors: dict[str, Analysis] = {}
         self.ready = False  # the first ReadyForQuery was seen: authentication is over
         self.error_code: str | None = None  # of a failed authentication or startup
         self.backend_key: tuple[int, int] | None = None
         self.in_transaction = False
         self.syncs = 0  # Syncs sent by the client
+        self._plans: dict[tuple[int, int, tuple[int, ...] | None], tuple[object, object, KeyPlan | None]] = {}
 
     # -- client → server ------------------------------------------------------------------------------------
 
     def client_message(self, t: int, body: bytes, truncated: bool) -> None:
         if t == w.B:
-            portal, stmt, formats = w.bind_message(body, truncated)
+            portal, stmt, formats = w.bind_message(body, truncated, self.keys is not None)
             prepared = self.statements.get(stmt) or Prepared(_EMPTY, None)
             self.portals[portal] = Portal(prepared, formats, self.syncs)
             self.slots.append(Slot(t, portal))
         elif t == w.E:
-            portal_name, _limit = w.execute_message(body)
+            portal_name = w.execute_message(body)
             portal = self.portals.get(portal_name)
             if portal is None:
                 portal = Portal(Prepared(_EMPTY, None), None)
@@ -154,7 +155,7 @@ class AuditSession:
             slot = Slot(t)
             slot.queue = [self.analyser.analyse_redacted(p) for p in parts]
             slot.rec = self._record(slot.queue[0], end_user) if slot.queue else None
-            slot.name = end_user or ""
+            slot.end_user = end_user
             self.slots.append(slot)
         elif t == w.D:
             kind, name = w.target_message(body)
@@ -196,7 +197,16 @@ class AuditSession:
         if self.keys is None or not columns:
             return None
         self._resolve_cursor(rec)
-        return self.keys.plan(self.info.database or "", columns, rec.data, formats)
+        # Describe answers repeat (the same tuple object, cached by pgwire): so do the plans made from them.
+        key = (id(columns), id(rec.data), formats)
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is columns and hit[1] is rec.data:
+            return hit[2]
+        plan = self.keys.plan(self.info.database or "", columns, rec.data, formats)
+        if len(self._plans) >= 1024:
+            self._plans.clear()
+        self._plans[key] = (columns, rec.data, plan)
+        return plan
 
     # -- server → client ------------------------------------------------------------------------------------
 
@@ -355,12 +365,12 @@ class AuditSession:
         head.index += 1
         queue = head.queue or []
         if head.index < len(queue):
-            head.rec = self._record(queue[head.index], head.name or None)
+            head.rec = self._record(queue[head.index], head.end_user)
         else:
             head.rec = None
 
     def _finish(self, rec: QueryRecord) -> None:
-        rec.duration = time.perf_counter() - rec.t0
+        rec.duration = max(time.time() - rec.started, 0.0)
         self._resolve_cursor(rec)
         a = rec.analysis
         if a.cursor_op is not None and rec.error is None and a.cursor:
@@ -372,7 +382,7 @@ class AuditSession:
                 self.cursors.pop(a.cursor, None)
         self.emit(rec)
 
-    def _close_portal(self, name: str) -> None:
+    def _close_portal(self, name: bytes) -> None:
         portal = self.portals.pop(name, None)
         if portal is not None and portal.running is not None:
             self._finish(portal.running)
@@ -382,9 +392,12 @@ class AuditSession:
 
         Only portals bound before the Sync being answered: a pipelining client may have bound newer ones.
         """
-        if self.portals:
-            for name in [n for n, p in self.portals.items() if p.generation < generation]:
-                self._close_portal(name)
+        portals = self.portals
+        if portals:
+            for name in [n for n, p in portals.items() if p.generation < generation]:
+                portal = portals.pop(name)
+                if portal.running is not None:
+                    self._finish(portal.running)
 
     def close(self) -> None:
         """The connection ended: statements still open become records with what was seen."""

@@ -147,6 +147,20 @@ class Column:
 
 
 def row_description(body: bytes) -> tuple[Column, ...]:
+    hit = _ROW_DESCRIPTIONS.get(body)
+    if hit is not None:
+        return hit
+    cols = _row_description(body)
+    if len(_ROW_DESCRIPTIONS) >= 4096:
+        _ROW_DESCRIPTIONS.clear()
+    _ROW_DESCRIPTIONS[body] = cols
+    return cols
+
+
+_ROW_DESCRIPTIONS: dict[bytes, tuple[Column, ...]] = {}  # the same query describes its rows the same way
+
+
+def _row_description(body: bytes) -> tuple[Column, ...]:
     (count,) = _h.unpack_from(body, 0)
     pos = 2
     cols = []
@@ -220,22 +234,28 @@ def command_rows(body: bytes) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def parse_message(body: bytes) -> tuple[str, str]:
-    """(statement name, query text) of a Parse message; parameter types are not needed."""
-    name, pos = cstring(body, 0)
-    end = body.find(b"\0", pos)
-    query = body[pos:end if end >= 0 else len(body)]
-    return name, query.decode("utf-8", "replace")
+def parse_message(body: bytes) -> tuple[bytes, str]:
+    """(statement name, query text) of a Parse message; parameter types are not needed.
+
+    Statement and portal names stay bytes: they are only ever dictionary keys.
+    """
+    pos = body.index(0)
+    end = body.find(b"\0", pos + 1)
+    query = body[pos + 1:end if end >= 0 else len(body)]
+    return body[:pos], query.decode("utf-8", "replace")
 
 
-def bind_message(body: bytes, truncated: bool) -> tuple[str, str, tuple[int, ...] | None]:
+def bind_message(body: bytes, truncated: bool, formats: bool = True) -> tuple[bytes, bytes, tuple[int, ...] | None]:
     """(portal, statement, result format codes) of a Bind; the parameter values are passed over, never kept.
 
-    The result formats are None when the message was too long to keep whole.
+    The result formats are None when the message was too long to keep whole, or not asked for.
     """
-    portal, pos = cstring(body, 0)
-    stmt, pos = cstring(body, pos)
-    if truncated:
+    end = body.index(0)
+    portal = body[:end]
+    pos = body.index(0, end + 1)
+    stmt = body[end + 1:pos]
+    pos += 1
+    if truncated or not formats:
         return portal, stmt, None
     (nfmt,) = _h.unpack_from(body, pos)
     pos += 2 + 2 * nfmt
@@ -249,16 +269,14 @@ def bind_message(body: bytes, truncated: bool) -> tuple[str, str, tuple[int, ...
     return portal, stmt, tuple(_h.unpack_from(body, pos + 2 * i)[0] for i in range(nres))
 
 
-def execute_message(body: bytes) -> tuple[str, int]:
-    portal, pos = cstring(body, 0)
-    (limit,) = _i.unpack_from(body, pos)
-    return portal, limit
+def execute_message(body: bytes) -> bytes:
+    """The portal an Execute runs (its row limit needs no tracking: PortalSuspended says when it was hit)."""
+    return body[:body.index(0)]
 
 
-def target_message(body: bytes) -> tuple[int, str]:
+def target_message(body: bytes) -> tuple[int, bytes]:
     """(kind 'S' or 'P', name) of a Describe or Close."""
-    name, _ = cstring(body, 1)
-    return body[0], name
+    return body[0], body[1:body.index(0, 1)]
 
 
 def cancel_key(packet: bytes) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -120,7 +121,13 @@ class AuditWriter:
                 items = []
                 while q and len(items) < self.batch:
                     items.append(q.popleft())
-                events = [e for e in (self._item(i) for i in items) if e is not None]
+                events = []
+                for n, item in enumerate(items, 1):
+                    event = self._item(item)
+                    if event is not None:
+                        events.append(event)
+                    if n % 32 == 0:
+                        time.sleep(0)  # hand the GIL back to the event loop: forwarding must not wait on us
                 try:
                     self.spool.put(events)
                 except SpoolFull:

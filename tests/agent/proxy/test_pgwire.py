@@ -101,8 +101,8 @@ def test_audit_state_machine_survives_any_message_sequence(seq: list) -> None:  
 def test_parsers_read_well_formed_messages() -> None:
     body = b"portal\0stmt\0" + struct.pack("!hh", 1, 1) + struct.pack("!h", 2) + struct.pack("!i", 3) + b"abc" \
         + struct.pack("!i", -1) + struct.pack("!hhh", 2, 1, 0)
-    assert w.bind_message(body, False) == ("portal", "stmt", (1, 0))
-    assert w.bind_message(body[:12], True) == ("portal", "stmt", None)
+    assert w.bind_message(body, False) == (b"portal", b"stmt", (1, 0))
+    assert w.bind_message(body[:12], True) == (b"portal", b"stmt", None)
     assert w.command_rows(b"INSERT 0 17\0") == 17 and w.command_rows(b"BEGIN\0") is None
     err = b"SERROR\0VERROR\0C42P01\0Mrelation \"secret_value\" does not exist\0\0"
     assert w.error_sqlstate(err) == "42P01"
