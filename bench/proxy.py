@@ -128,7 +128,7 @@ class Proxy:
         self.proc.terminate()
         self.proc.wait(60)
         with sqlite3.connect(self.dir / "spool" / "spool.sqlite3") as db:
-            (count,) = db.execute("SELECT count(*) FROM outbox WHERE body LIKE '{\"kind\":\"db.query\"%'").fetchone()
+            (count,) = db.execute("SELECT count(*) FROM outbox WHERE CAST(body AS TEXT) LIKE '{\"kind\":\"db.query\"%'").fetchone()
         shutil.rmtree(self.dir, ignore_errors=True)
         return int(count)
 
