@@ -128,7 +128,8 @@ class Proxy:
         self.proc.terminate()
         self.proc.wait(60)
         with sqlite3.connect(self.dir / "spool" / "spool.sqlite3") as db:
-            (count,) = db.execute("SELECT count(*) FROM outbox WHERE CAST(body AS TEXT) LIKE '{\"kind\":\"db.query\"%'").fetchone()
+            (count,) = db.execute(
+                "SELECT count(*) FROM outbox WHERE CAST(body AS TEXT) LIKE '{\"kind\":\"db.query\"%'").fetchone()
         shutil.rmtree(self.dir, ignore_errors=True)
         return int(count)
 
@@ -147,8 +148,15 @@ def pgbench(port: int, script: str, mode: str, clients: int, seconds: int) -> tu
 
 
 def cpu_seconds(ps: psutil.Process) -> float:
-    t = ps.cpu_times()
-    return t.user + t.system
+    """User + system time of the process and its children (the proxy's spool writer is a child process)."""
+    total = 0.0
+    for p in [ps, *ps.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def run(args: argparse.Namespace) -> list[Result]:

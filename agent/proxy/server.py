@@ -21,6 +21,7 @@ from agent.proxy.analysis import Analyser
 from agent.proxy.config import ProxyConfig, host_port
 from agent.proxy.keys import KeyMatcher
 from agent.proxy.session import ClientSide
+from agent.proxy.spoolproc import SpoolProcess
 from agent.proxy.writer import AuditWriter
 from agent.spool import Spool
 from agent.units import parse_duration, parse_size
@@ -48,7 +49,9 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 class ProxyServer:
     def __init__(self, config: ProxyConfig, spool: Spool, *, name: str = "proxy", agent_id: str = "",
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, spool_process: str | None = None) -> None:
+        """`spool_process`: write the spool from a child process, with this `synchronous` setting (the
+        agent's), instead of from a thread of this one; see agent.proxy.spoolproc for why."""
         if not config.listeners:
             raise ConfigError(f"sources -> {name} -> listeners: give at least one {{listen, upstream}}")
         self.config = config
@@ -63,7 +66,8 @@ class ProxyServer:
                                config.customer_keys_cap)
         self.writer = AuditWriter(spool, Source(type="proxy", name=name), agent_id=agent_id,
                                   interval=parse_duration(config.flush_interval), max_pending=config.max_pending,
-                                  exclude_objects=config.exclude_objects)
+                                  exclude_objects=config.exclude_objects,
+                                  sink=SpoolProcess(spool, spool_process) if spool_process else None)
         self.end_user_keys = tuple(config.end_user_keys)
         self._app_user = re.compile(config.end_user_from_application_name) \
             if config.end_user_from_application_name else None
@@ -200,6 +204,8 @@ class ProxyServer:
             out["shed"]["audit_queue_full"] = self.writer.shed
         if self.writer.errors:
             out["errors"]["writer"] = self.writer.errors
+        if self.writer.sink is not None and self.writer.sink.restarts:
+            out["errors"]["spool_process_restarts"] = self.writer.sink.restarts
         if self.analyser.parse_failures:
             out["errors"]["sql_unparsed"] = self.analyser.parse_failures
         if self.keys.unreadable:

@@ -11,19 +11,21 @@ from agent.spool import Spool
 
 
 class ProxySource:
-    def __init__(self, name: str, config: ProxyConfig, agent_id: str = "") -> None:
+    def __init__(self, name: str, config: ProxyConfig, agent_id: str = "", synchronous: str = "FULL") -> None:
         self.name = name
         self.config = config
         self.agent_id = agent_id
+        self.synchronous = synchronous  # the agent's spool setting, for the spool writer process
         self.secret = config.secret()  # a missing key fails at start, naming the setting
         self.server: ProxyServer | None = None
 
     @classmethod
     def from_section(cls, name: str, section: dict[str, Any], agent: AgentConfig) -> ProxySource:
-        return cls(name, proxy_config(name, section), agent.agent_id)
+        return cls(name, proxy_config(name, section), agent.agent_id, agent.spool.synchronous)
 
     def start(self, spool: Spool) -> None:
-        self.server = ProxyServer(self.config, spool, name=self.name, agent_id=self.agent_id, secret=self.secret)
+        self.server = ProxyServer(self.config, spool, name=self.name, agent_id=self.agent_id, secret=self.secret,
+                                  spool_process=self.synchronous)
         self.server.start()
 
     def stop(self) -> None:
@@ -46,8 +48,8 @@ def proxy_sources(config: AgentConfig, listen: str | None, upstream: str | None,
                               "--listen 127.0.0.1:6543 --upstream 127.0.0.1:5432")
         base = dict(next(iter(sections.values()), {}))
         base["listeners"] = [{"listen": listen, "upstream": upstream, "name": name}]
-        return [ProxySource(name, proxy_config(name, base), config.agent_id)]
+        return [ProxySource(name, proxy_config(name, base), config.agent_id, config.spool.synchronous)]
     if not sections:
         raise ConfigError('no proxy configured: give --listen and --upstream, or a [sources.NAME] section with '
                           'type = "proxy" and listeners in agent.toml')
-    return [ProxySource(n, proxy_config(n, s), config.agent_id) for n, s in sections.items()]
+    return [ProxySource(n, proxy_config(n, s), config.agent_id, config.spool.synchronous) for n, s in sections.items()]

@@ -22,6 +22,7 @@ from agent.errors import SpoolFull
 from agent.events import Actor, DbSession, DbSessionPayload, Envelope, Source, encode, new_event
 from agent.proxy.audit import QueryRecord, SessionInfo
 from agent.proxy.encode import QueryEncoder
+from agent.proxy.spoolproc import SpoolProcess
 from agent.spool import Spool
 
 log = logging.getLogger("custos.proxy")
@@ -55,7 +56,8 @@ class FastIds:
 
 class AuditWriter:
     def __init__(self, spool: Spool, source: Source, *, agent_id: str = "", interval: float = 0.1,
-                 batch: int = 2000, max_pending: int = 200_000, exclude_objects: Iterable[str] = ()) -> None:
+                 batch: int = 2000, max_pending: int = 200_000, exclude_objects: Iterable[str] = (),
+                 sink: SpoolProcess | None = None) -> None:
         self.spool = spool
         self.source = source
         self.agent_id = agent_id
@@ -71,6 +73,7 @@ class AuditWriter:
         self.shed = 0
         self.excluded: dict[str, int] = {}
         self.errors = 0
+        self.sink = sink  # a child process that writes to the spool (see spoolproc), or None: this thread does
         self._ids = FastIds()
         self._encoder = QueryEncoder(source, HOST, agent_id)
 
@@ -103,6 +106,8 @@ class AuditWriter:
         if self._thread is not None:
             self._thread.join(timeout=60)
         self.flush()
+        if self.sink is not None:
+            self.sink.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -128,6 +133,11 @@ class AuditWriter:
                         events.append(event)
                     if n % 32 == 0:
                         time.sleep(0)  # hand the GIL back to the event loop: forwarding must not wait on us
+                if self.sink is not None:
+                    self._send(events)
+                    done += len(events)
+                    self.written += len(events)
+                    continue
                 try:
                     self.spool.put(events)
                 except SpoolFull:
@@ -136,6 +146,17 @@ class AuditWriter:
                 done += len(events)
                 self.written += len(events)
         return done
+
+    def _send(self, events: list[tuple[str, bytes]]) -> None:
+        """To the spool process; a batch it died on is sent again (same ids: stored once by the collector)."""
+        for attempt in range(3):
+            try:
+                self.sink.put(events)  # type: ignore[union-attr]
+                return
+            except OSError:
+                self.errors += 1
+                log.error("proxy spool writer process failed (attempt %d); restarting it", attempt + 1)
+        self.shed += len(events)
 
     def _item(self, item: QueryRecord | tuple[SessionInfo, str, str | None]) -> tuple[str, bytes] | None:
         """(event id, encoded event) for the spool, or None for an excluded statement."""

@@ -82,16 +82,21 @@ def test_join_and_cte_name_their_tables_and_rows(proxy: RunningProxy, bank: str)
     assert "500" not in c.statement
 
 
-def test_copy_out_of_a_sensitive_table_is_an_export_with_rows_and_bytes(proxy: RunningProxy, bank: str) -> None:
+def test_copy_out_is_an_export_with_rows_and_bytes_and_copy_in_counts_rows_written(proxy: RunningProxy, bank: str) -> None:
     size = 0
     with psycopg.connect(proxy.url(bank), autocommit=True) as conn, conn.cursor() as cur:
         with cur.copy("COPY customers TO STDOUT") as copy:
             for block in copy:
                 size += len(block)
-    events = proxy.wait_queries(lambda es: any(e.payload.statement_type == "COPY" for e in es), dbname(bank))
+        with cur.copy("COPY orders (customer_id, amount) FROM STDIN") as copy:
+            for i in range(2500):
+                copy.write_row((i, i))
+    events = proxy.wait_queries(lambda es: sum(e.payload.statement_type == "COPY" for e in es) == 2, dbname(bank))
     p = one(events, "COPY customers").payload
     assert p.rows == ROWS and p.bytes == size
     assert p.tables_read == ["public.customers"] and set(p.sensitive_classes) == {"id_number", "name"}
+    loaded = one(events, "COPY orders").payload
+    assert loaded.rows == 2500 and loaded.tables_written == ["public.orders"] and loaded.tables_read == []
 
 
 def test_failing_statements_carry_their_sqlstate(proxy: RunningProxy, bank: str) -> None:

@@ -141,3 +141,27 @@ def test_an_audit_fault_closes_the_session_when_configured_fail_closed(make_prox
             data = s.recv(65536)
     assert proxy.server.counters()["errors"]["protocol"] == 1
     still_serves(proxy.url(pg_url))
+
+
+def test_a_client_that_stops_reading_holds_the_server_not_the_proxys_memory(tmp_path, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    proxy: ProxyProcess = start_proxy_process(tmp_path / "p")
+    try:
+        proc = psutil.Process(proxy.proc.pid)
+        still_serves(proxy.url(pg_url))
+        before = proc.memory_info().rss
+        with socket.create_connection(("127.0.0.1", proxy.port)) as s, \
+                psycopg.connect(pg_url, autocommit=True) as watcher:
+            s.sendall(startup())
+            s.settimeout(10)
+            wait_for(lambda: b"Z" in s.recv(65536), 10, "ReadyForQuery")
+            # About 200 MB of rows, never read: the proxy must pause reading the server, not buffer them.
+            query = b"SELECT repeat('x', 2000) FROM generate_series(1, 100000) /*stall*/ ;\0"
+            s.sendall(b"Q" + struct.pack("!I", 4 + len(query)) + query)
+            wait_for(lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%/*stall*/%' "
+                "AND wait_event = 'ClientWrite'").fetchone()[0] == 1, 30, "the server blocked writing to the proxy")
+            grown = proc.memory_info().rss - before
+            assert grown < 32 * 1024 * 1024, grown
+            still_serves(proxy.url(pg_url))  # and the proxy serves others meanwhile
+    finally:
+        proxy.stop()

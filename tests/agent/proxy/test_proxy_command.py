@@ -73,3 +73,34 @@ def test_configuration_errors_name_the_key() -> None:
     with pytest.raises(AssertionError, match="--listen and --upstream go together"):
         run_cli("agent", "proxy", "--listen", "127.0.0.1:1", env=base_env())
     assert msgspec.structs.asdict(proxy_config("pg", {"type": "proxy"}))["fail_closed"] is False
+
+
+def test_spool_writer_process_is_restarted_after_a_kill_and_events_go_on(tmp_path: Path, pg_url: str) -> None:
+    import signal
+
+    from agent.proxy.config import Listener, ProxyConfig
+    from agent.proxy.server import ProxyServer
+
+    spool = Spool(tmp_path / "spool" / "spool.sqlite3", synchronous="NORMAL")
+    config = ProxyConfig(listeners=[Listener(listen="127.0.0.1:0", upstream=UPSTREAM)], flush_interval="20ms")
+    server = ProxyServer(config, spool, name="pg", spool_process="NORMAL")
+    server.start()
+    url = f"postgresql://postgres@127.0.0.1:{server.address()[1]}/{dbname(pg_url)}"
+
+    def stored(marker: str) -> bool:
+        return any(isinstance(e, DbQuery) and marker in e.payload.statement
+                   for e in (decode(x.body) for x in spool.peek(100_000)))
+
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT 1 AS before_kill")
+            wait_for(lambda: stored("before_kill"), 20, "the first event, through the writer process")
+            child = server.writer.sink.proc  # type: ignore[union-attr]
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+            conn.execute("SELECT 2 AS after_kill")
+            wait_for(lambda: stored("after_kill"), 20, "an event after the writer process was killed")
+        assert server.counters()["errors"]["spool_process_restarts"] == 1
+    finally:
+        server.stop()
+        spool.close()
