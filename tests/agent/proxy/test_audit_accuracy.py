@@ -82,7 +82,8 @@ def test_join_and_cte_name_their_tables_and_rows(proxy: RunningProxy, bank: str)
     assert "500" not in c.statement
 
 
-def test_copy_out_is_an_export_with_rows_and_bytes_and_copy_in_counts_rows_written(proxy: RunningProxy, bank: str) -> None:
+def test_copy_out_is_an_export_with_rows_and_bytes_and_copy_in_counts_rows_written(proxy: RunningProxy,
+                                                                                   bank: str) -> None:
     size = 0
     with psycopg.connect(proxy.url(bank), autocommit=True) as conn, conn.cursor() as cur:
         with cur.copy("COPY customers TO STDOUT") as copy:
