@@ -23,6 +23,7 @@ from agent.proxy.redact import redact, split_statements, sqlcommenter
 
 MAX_STATEMENTS = 10000  # named prepared statements remembered per connection
 MAX_CURSORS = 1000
+MAX_PENDING_ANSWERS = 100_000  # backpressure keeps a pipelining client far below this; past it, stop auditing
 _EMPTY = Analysis("", "", "UNKNOWN", unknown=("statement",))
 
 
@@ -121,6 +122,8 @@ class AuditSession:
     # -- client → server ------------------------------------------------------------------------------------
 
     def client_message(self, t: int, body: bytes, truncated: bool) -> None:
+        if len(self.slots) > MAX_PENDING_ANSWERS:
+            raise w.ProtocolError("a client sent far more requests than the server answered; audit stops here")
         if t == w.B:
             portal, stmt, formats = w.bind_message(body, truncated, self.keys is not None)
             prepared = self.statements.get(stmt) or Prepared(_EMPTY, None)
@@ -286,9 +289,8 @@ class AuditSession:
                     slots.popleft()
         elif t == w.AUTH:
             code = w.auth_code(body)
-            if self.info.auth_method is None or code not in (0, 11, 12):
-                self.info.auth_method = w.AUTH_METHODS.get(code, str(code)) if self.info.auth_method is None \
-                    else self.info.auth_method
+            if self.info.auth_method is None and code not in (11, 12):  # not SASL continue/final
+                self.info.auth_method = w.AUTH_METHODS.get(code, str(code))
         elif t == w.KEY_DATA:
             self.backend_key = w.backend_key(body)
         elif t == w.PARAM_STATUS:
