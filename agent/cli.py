@@ -84,6 +84,29 @@ def emit(config_path: str | None, file: IO[bytes]) -> None:
     click.echo(f"queued {queued} events in {config.spool_path}")
 
 
+@cli.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--listen", metavar="HOST:PORT", help="Address to accept clients on, e.g. 127.0.0.1:6543.")
+@click.option("--upstream", metavar="HOST:PORT", help="The PostgreSQL server to forward to, e.g. 127.0.0.1:5432.")
+@click.option("--name", default="proxy", show_default=True, help="Source name recorded in events.")
+@click.option("--ship/--no-ship", default=None,
+              help="Ship the spool to the collector (default: when a collector token is configured).")
+def proxy(config_path: str | None, listen: str | None, upstream: str | None, name: str, ship: bool | None) -> None:
+    """Run the PostgreSQL audit proxy until SIGTERM, writing db.session and db.query events to the spool.
+
+    Listeners come from --listen/--upstream, or from the `type = "proxy"` sections of agent.toml.
+    """
+    config, text = _config(config_path)
+    from agent.proxy.source import proxy_sources
+
+    sources = proxy_sources(config, listen, upstream, name)
+    if ship is None:
+        ship = bool(config.collector.token or config.collector.token_file)
+    if ship:
+        config.token()
+    Agent(config, sources=sources, config_text=text, ship=ship).run_forever()
+
+
 @cli.group()
 def spool() -> None:
     """Look into the local spool."""

@@ -40,6 +40,15 @@ SOURCE_TYPES: dict[str, Callable[[str, dict[str, Any], AgentConfig], Source]] = 
 }
 
 
+def _proxy(name: str, section: dict[str, Any], config: AgentConfig) -> Source:
+    from agent.proxy.source import ProxySource  # imported on use: the proxy loads uvloop and sqlglot
+
+    return ProxySource.from_section(name, section, config)
+
+
+SOURCE_TYPES["proxy"] = _proxy
+
+
 def build_sources(config: AgentConfig) -> list[Source]:
     """The configured sources, in file order; an unknown `type` is a configuration error naming the section."""
     from agent.errors import ConfigError

@@ -1,0 +1,411 @@
+"""One connection's audit: protocol messages in, finished statements (`QueryRecord`) out.
+
+Every client message that expects an answer pushes a slot on a FIFO; every server answer is matched to the slot
+at its head, which is how pipelined extended-protocol batches, multi-statement simple queries and errors
+(the server skips to the next Sync) are attributed to the right statement. A statement becomes a record when
+the server completes it (CommandComplete, ErrorResponse, or the end of a portal read in several Executes).
+
+This runs beside forwarding and never decides what is forwarded. Values are never kept: Bind parameters are
+passed over, DataRow contents are read only for configured customer-key columns and leave only as hashes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.proxy import pgwire as w
+from agent.proxy.analysis import Analyser, Analysis
+from agent.proxy.keys import KeyMatcher, KeyPlan, hash_key
+from agent.proxy.redact import redact, split_statements, sqlcommenter
+
+MAX_STATEMENTS = 10000  # named prepared statements remembered per connection
+MAX_CURSORS = 1000
+MAX_PENDING_ANSWERS = 100_000  # backpressure keeps a pipelining client far below this; past it, stop auditing
+_EMPTY = Analysis("", "", "UNKNOWN", unknown=("statement",))
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    session_id: str
+    listener: str
+    client_addr: str | None
+    client_port: int | None
+    server_addr: str
+    server_port: int
+    database: str | None = None
+    user: str | None = None
+    application_name: str | None = None
+    auth_method: str | None = None
+    end_user: str | None = None  # from application_name, when configured
+
+
+class QueryRecord:
+    __slots__ = ("session", "analysis", "data", "end_user", "started", "duration", "rows", "bytes",
+                 "error", "cursor", "keys", "keys_total", "plan", "planned", "counted", "portal")
+
+    def __init__(self, session: SessionInfo, analysis: Analysis, end_user: str | None) -> None:
+        self.session = session
+        self.analysis = analysis
+        self.data = analysis  # whose tables the rows come from: the declared query for a FETCH
+        self.end_user = end_user
+        self.started = time.time()
+        self.duration = 0.0
+        self.rows = 0  # counted DataRows
+        self.counted: int | None = None  # the row count CommandComplete reported
+        self.bytes = 0
+        self.error: str | None = None
+        self.cursor: str | None = analysis.cursor
+        self.keys: dict[str, None] | None = None  # distinct hashes, in order of first sight
+        self.keys_total = 0
+        self.plan: KeyPlan | None = None
+        self.planned = False  # plan is worked out when the first row arrives: Describe answers come first
+        self.portal: Portal | None = None
+
+
+class Slot:
+    """An answer the server owes: `kind` is the client message letter, `rec` the statement it feeds."""
+
+    __slots__ = ("kind", "name", "rec", "queue", "index", "target", "end_user")
+
+    def __init__(self, kind: int, name: bytes = b"", rec: QueryRecord | None = None) -> None:
+        self.kind = kind
+        self.name = name  # the statement or portal a Parse, Bind or Execute names
+        self.rec = rec
+        self.target: Prepared | Portal | None = None  # what a Describe describes
+        self.queue: list[Analysis] | None = None  # the statements of a simple query
+        self.index = 0
+        self.end_user: str | None = None
+
+
+class Prepared:
+    __slots__ = ("analysis", "end_user", "columns")
+
+    def __init__(self, analysis: Analysis, end_user: str | None) -> None:
+        self.analysis = analysis
+        self.end_user = end_user
+        self.columns: tuple[w.Column, ...] | None = None
+
+
+class Portal:
+    __slots__ = ("prepared", "formats", "columns", "running", "generation")
+
+    def __init__(self, prepared: Prepared, formats: tuple[int, ...] | None, generation: int = 0) -> None:
+        self.prepared = prepared
+        self.formats = formats
+        self.generation = generation  # Syncs the client had sent when it bound this portal
+        self.columns: tuple[w.Column, ...] | None = None
+        self.running: QueryRecord | None = None  # an Execute that stopped at its row limit
+
+
+class AuditSession:
+    def __init__(self, info: SessionInfo, analyser: Analyser, keys: KeyMatcher,
+                 emit: Callable[[QueryRecord], None], end_user_keys: tuple[str, ...] = ("custos_user",)) -> None:
+        self.info = info
+        self.analyser = analyser
+        self.keys = keys if keys.active else None
+        self.emit = emit
+        self.end_user_keys = end_user_keys
+        self.slots: deque[Slot] = deque()
+        self.statements: dict[bytes, Prepared] = {}
+        self.portals: dict[bytes, Portal] = {}
+        self.cursors: dict[str, Analysis] = {}
+        self.ready = False  # the first ReadyForQuery was seen: authentication is over
+        self.error_code: str | None = None  # of a failed authentication or startup
+        self.backend_key: tuple[int, int] | None = None
+        self.in_transaction = False
+        self.syncs = 0  # Syncs sent by the client
+        self._plans: dict[tuple[int, int, tuple[int, ...] | None], tuple[object, object, KeyPlan | None]] = {}
+
+    # -- client → server ------------------------------------------------------------------------------------
+
+    def client_message(self, t: int, body: bytes, truncated: bool) -> None:
+        if len(self.slots) > MAX_PENDING_ANSWERS:
+            raise w.ProtocolError("a client sent far more requests than the server answered; audit stops here")
+        if t == w.B:
+            portal, stmt, formats = w.bind_message(body, truncated, self.keys is not None)
+            prepared = self.statements.get(stmt) or Prepared(_EMPTY, None)
+            self.portals[portal] = Portal(prepared, formats, self.syncs)
+            self.slots.append(Slot(t, portal))
+        elif t == w.E:
+            portal_name = w.execute_message(body)
+            portal = self.portals.get(portal_name)
+            if portal is None:
+                portal = Portal(Prepared(_EMPTY, None), None)
+            rec = portal.running
+            if rec is None:
+                rec = self._record(portal.prepared.analysis, portal.prepared.end_user)
+                rec.portal = portal
+            self.slots.append(Slot(t, portal_name, rec))
+        elif t == w.S:
+            self.syncs += 1
+            slot = Slot(t)
+            slot.index = self.syncs
+            self.slots.append(slot)
+        elif t == w.P:
+            name, sql = w.parse_message(body)
+            if len(self.statements) >= MAX_STATEMENTS and name not in self.statements:
+                self.statements.pop(next(iter(self.statements)))
+            analysis = self.analyser.analyse(sql)
+            self.statements[name] = Prepared(analysis, self._end_user(sql))
+            self.slots.append(Slot(t, name))
+        elif t == w.Q:
+            sql = body[:-1].decode("utf-8", "replace") if not truncated else body.decode("utf-8", "replace")
+            end_user = self._end_user(sql)
+            parts = split_statements(redact(sql))
+            slot = Slot(t)
+            slot.queue = [self.analyser.analyse_redacted(p) for p in parts]
+            slot.rec = self._record(slot.queue[0], end_user) if slot.queue else None
+            slot.end_user = end_user
+            self.slots.append(slot)
+        elif t == w.D:
+            kind, name = w.target_message(body)
+            slot = Slot(t)
+            slot.target = self.statements.get(name) if kind == 0x53 else self.portals.get(name)
+            self.slots.append(slot)
+        elif t == w.C:
+            kind, name = w.target_message(body)
+            if kind == 0x53:
+                self.statements.pop(name, None)
+            else:
+                self._close_portal(name)
+            self.slots.append(Slot(t))
+        elif t == w.F:
+            self.slots.append(Slot(t))
+
+    def _end_user(self, sql: str) -> str | None:
+        if "/*" in sql:
+            tags = sqlcommenter(sql)
+            for key in self.end_user_keys:
+                if tags.get(key):
+                    return tags[key]
+        return self.info.end_user
+
+    def _record(self, analysis: Analysis, end_user: str | None) -> QueryRecord:
+        return QueryRecord(self.info, analysis, end_user)
+
+    def _resolve_cursor(self, rec: QueryRecord) -> None:
+        """A FETCH reads the rows of the query its cursor was declared for."""
+        a = rec.analysis
+        if a.cursor_op in ("FETCH", "MOVE") and a.cursor and rec.data is a:
+            declared = self.cursors.get(a.cursor)
+            if declared is not None:
+                rec.data = declared
+
+    def _plan(self, columns: tuple[w.Column, ...] | None, rec: QueryRecord,
+              formats: tuple[int, ...] | None) -> KeyPlan | None:
+        rec.planned = True
+        if self.keys is None or not columns:
+            return None
+        self._resolve_cursor(rec)
+        # Describe answers repeat (the same tuple object, cached by pgwire): so do the plans made from them.
+        key = (id(columns), id(rec.data), formats)
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is columns and hit[1] is rec.data:
+            return hit[2]
+        plan = self.keys.plan(self.info.database or "", columns, rec.data, formats)
+        if len(self._plans) >= 1024:
+            self._plans.clear()
+        self._plans[key] = (columns, rec.data, plan)
+        return plan
+
+    # -- server → client ------------------------------------------------------------------------------------
+
+    def wants(self, t: int) -> bool:
+        """Whether a DataRow's body is needed (it holds customer-key columns) or only its size."""
+        if t == w.DATA_ROW and self.keys is not None and self.slots:
+            rec = self.slots[0].rec
+            if rec is None:
+                return False
+            if not rec.planned and rec.portal is not None:
+                portal = rec.portal
+                rec.plan = self._plan(portal.columns or portal.prepared.columns, rec, portal.formats)
+            return rec.plan is not None
+        return False
+
+    def skipped(self, t: int, length: int) -> None:
+        if self.slots:
+            rec = self.slots[0].rec
+            if rec is not None:
+                if t == w.DATA_ROW:
+                    rec.rows += 1
+                rec.bytes += length
+
+    def server_message(self, t: int, body: bytes, truncated: bool) -> None:
+        slots = self.slots
+        if t == w.DATA_ROW:
+            if slots and slots[0].rec is not None:
+                rec = slots[0].rec
+                rec.rows += 1
+                rec.bytes += len(body)
+                if rec.plan is not None:
+                    self._hash_row(rec, body, truncated)
+        elif t == w.COMMAND_COMPLETE:
+            if slots:
+                head = slots[0]
+                rec = head.rec
+                if rec is not None:
+                    rec.counted = w.command_rows(body)
+                    self._finish(rec)
+                if head.kind == w.Q:
+                    self._next_statement(head)
+                elif head.kind == w.E:
+                    portal = self.portals.get(head.name)
+                    if portal is not None:
+                        portal.running = None
+                    slots.popleft()
+        elif t == w.READY:
+            generation = self.syncs
+            while slots:
+                slot = slots.popleft()
+                if slot.kind == w.S or slot.kind == w.Q:
+                    generation = slot.index if slot.kind == w.S else self.syncs + 1
+                    break
+            self.in_transaction = body[:1] != b"I"
+            if not self.in_transaction:
+                self._end_transaction(generation)
+            self.ready = True
+        elif t == w.ROW_DESCRIPTION:
+            self._row_description(body)
+        elif t in _POP_ONLY:
+            if slots:
+                slots.popleft()
+        elif t == w.PORTAL_SUSPENDED:
+            if slots:
+                head = slots.popleft()
+                portal = self.portals.get(head.name)
+                if portal is not None:
+                    portal.running = head.rec
+        elif t == w.ERROR:
+            self._error(body)
+        elif t == w.EMPTY_QUERY:
+            if slots:
+                head = slots[0]
+                if head.kind == w.Q:
+                    head.rec = None
+                else:
+                    slots.popleft()
+        elif t == w.AUTH:
+            code = w.auth_code(body)
+            if self.info.auth_method is None and code not in (11, 12):  # not SASL continue/final
+                self.info.auth_method = w.AUTH_METHODS.get(code, str(code))
+        elif t == w.KEY_DATA:
+            self.backend_key = w.backend_key(body)
+        elif t == w.PARAM_STATUS:
+            key, pos = w.cstring(body, 0)
+            if key == "application_name":
+                self.info.application_name = w.cstring(body, pos)[0] or None
+
+    def _row_description(self, body: bytes) -> None:
+        if not self.slots:
+            return
+        head = self.slots[0]
+        if self.keys is None:
+            if head.kind == w.D:
+                self.slots.popleft()
+            return
+        columns = w.row_description(body)
+        if head.kind == w.D:
+            self.slots.popleft()
+            if head.target is not None:
+                head.target.columns = columns
+        elif head.rec is not None:  # a simple query's result
+            head.rec.plan = self._plan(columns, head.rec, None)
+
+    def _hash_row(self, rec: QueryRecord, body: bytes, truncated: bool) -> None:
+        plan = rec.plan
+        keys = self.keys
+        if truncated or plan is None or keys is None:
+            return
+        values = w.data_row_fields(body, plan.indexes)
+        for raw, (type_oid, fmt) in zip(values, plan.readers, strict=False):  # a short row has fewer
+            if raw is None:
+                continue
+            rec.keys_total += 1
+            if rec.keys is None:
+                rec.keys = {}
+            if len(rec.keys) < keys.cap:
+                text = keys.text(raw, type_oid, fmt)
+                if text is not None:
+                    rec.keys[hash_key(keys.secret, text)] = None
+
+    def _error(self, body: bytes) -> None:
+        code = w.error_sqlstate(body)
+        slots = self.slots
+        if not self.ready:
+            self.error_code = code
+            return
+        if not slots:
+            return
+        head = slots[0]
+        if head.kind == w.Q:
+            if head.rec is not None:
+                head.rec.error = code
+                self._finish(head.rec)
+                head.rec = None
+            head.queue = []
+            return
+        rec = head.rec
+        if head.kind == w.P:
+            prepared = self.statements.get(head.name)
+            if prepared is not None:
+                rec = self._record(prepared.analysis, prepared.end_user)
+        elif head.kind == w.B:
+            portal = self.portals.get(head.name)
+            if portal is not None:
+                rec = self._record(portal.prepared.analysis, portal.prepared.end_user)
+        if rec is not None:
+            rec.error = code
+            self._finish(rec)
+        # The server now skips everything up to the next Sync: so do its answers.
+        while slots and slots[0].kind != w.S:
+            slots.popleft()
+
+    def _next_statement(self, head: Slot) -> None:
+        head.index += 1
+        queue = head.queue or []
+        if head.index < len(queue):
+            head.rec = self._record(queue[head.index], head.end_user)
+        else:
+            head.rec = None
+
+    def _finish(self, rec: QueryRecord) -> None:
+        rec.duration = max(time.time() - rec.started, 0.0)
+        self._resolve_cursor(rec)
+        a = rec.analysis
+        if a.cursor_op is not None and rec.error is None and a.cursor:
+            if a.cursor_op == "DECLARE" and a.declared is not None:
+                if len(self.cursors) >= MAX_CURSORS:
+                    self.cursors.pop(next(iter(self.cursors)))
+                self.cursors[a.cursor] = a.declared
+            elif a.cursor_op == "CLOSE":
+                self.cursors.pop(a.cursor, None)
+        self.emit(rec)
+
+    def _close_portal(self, name: bytes) -> None:
+        portal = self.portals.pop(name, None)
+        if portal is not None and portal.running is not None:
+            self._finish(portal.running)
+
+    def _end_transaction(self, generation: int) -> None:
+        """Portals die with their transaction; one left at a row limit is a finished (partial) read.
+
+        Only portals bound before the Sync being answered: a pipelining client may have bound newer ones.
+        """
+        portals = self.portals
+        if portals:
+            for name in [n for n, p in portals.items() if p.generation < generation]:
+                portal = portals.pop(name)
+                if portal.running is not None:
+                    self._finish(portal.running)
+
+    def close(self) -> None:
+        """The connection ended: statements still open become records with what was seen."""
+        for portal in list(self.portals):
+            self._close_portal(portal)
+        self.slots.clear()
+
+
+_POP_ONLY = frozenset({w.PARSE_COMPLETE, w.BIND_COMPLETE, w.CLOSE_COMPLETE, w.NO_DATA, w.FUNC_RESULT})

@@ -1,0 +1,190 @@
+"""Finished statements and session changes → events → the spool, on a thread of its own.
+
+db.query events are encoded by `QueryEncoder` (cached fragments) and put into the spool as
+`agent.runtime.spool_events` would; db.session events go through `agent.events.encode`.
+
+The event loop only appends to a deque (no lock, no I/O); this thread wakes every `interval`, builds the events
+and writes them to the spool in batches, so a slow disk never stalls forwarding. The queue is bounded: past
+`max_pending` records new ones are shed and counted (reported in heartbeats), never silently lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from agent.errors import SpoolFull
+from agent.events import Actor, DbSession, DbSessionPayload, Envelope, Source, encode, new_event
+from agent.proxy.audit import QueryRecord, SessionInfo
+from agent.proxy.encode import QueryEncoder
+from agent.proxy.spoolproc import SpoolProcess
+from agent.spool import Spool
+
+log = logging.getLogger("custos.proxy")
+HOST = socket.gethostname()
+
+
+class FastIds:
+    """UUIDv7 ids for a stream of events, cheaper than one `uuid7()` each (about 4 µs, mostly os.urandom).
+
+    RFC 9562's "monotonic random" method: one random draw, then increments of it; the millisecond comes from
+    each event's own time, so ids still sort by time. Used by the writer thread only.
+    """
+
+    __slots__ = ("_rand", "_n")
+
+    def __init__(self) -> None:
+        self._rand = 0
+        self._n = 1 << 20  # draw on first use
+
+    def next(self, when: float) -> str:
+        self._n += 1
+        if self._n >= 1 << 20:
+            self._rand = int.from_bytes(os.urandom(8), "big") & ((1 << 60) - 1)
+            self._n = 0
+        ms = int(when * 1000) & ((1 << 48) - 1)
+        rand = self._rand + self._n
+        value = ms << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
+        h = f"{value:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class AuditWriter:
+    def __init__(self, spool: Spool, source: Source, *, agent_id: str = "", interval: float = 0.1,
+                 batch: int = 2000, max_pending: int = 200_000, exclude_objects: Iterable[str] = (),
+                 sink: SpoolProcess | None = None) -> None:
+        self.spool = spool
+        self.source = source
+        self.agent_id = agent_id
+        self.interval = interval
+        self.batch = batch
+        self.max_pending = max_pending
+        self.exclude_objects = frozenset(o.lower() if "." in o else f"public.{o.lower()}" for o in exclude_objects)
+        self._queue: deque[QueryRecord | tuple[SessionInfo, str, str | None]] = deque()
+        self._stop = threading.Event()
+        self._flushing = threading.Lock()  # one drain at a time: the writer thread, or stop(), or a test
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.shed = 0
+        self.excluded: dict[str, int] = {}
+        self.errors = 0
+        self.sink = sink  # a child process that writes to the spool (see spoolproc), or None: this thread does
+        self._ids = FastIds()
+        self._encoder = QueryEncoder(source, HOST, agent_id)
+
+    # -- called on the event loop ---------------------------------------------------------------------------
+
+    def query(self, rec: QueryRecord) -> None:
+        if len(self._queue) >= self.max_pending:
+            self.shed += 1
+            return
+        self._queue.append(rec)
+
+    def session(self, info: SessionInfo, phase: str, error_code: str | None = None) -> None:
+        if len(self._queue) >= self.max_pending:
+            self.shed += 1
+            return
+        self._queue.append((info, phase, error_code))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # -- the writer thread ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="custos-proxy-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.flush()
+        if self.sink is not None:
+            self.sink.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - keep the thread alive; the count shows in heartbeats
+                self.errors += 1
+                log.error("proxy audit writer failed a batch", exc_info=False)
+
+    def flush(self) -> int:
+        """Write what is queued; returns how many events were written. Safe to call from any thread."""
+        done = 0
+        q = self._queue
+        with self._flushing:
+            while q:
+                items = []
+                while q and len(items) < self.batch:
+                    items.append(q.popleft())
+                events = []
+                for n, item in enumerate(items, 1):
+                    event = self._item(item)
+                    if event is not None:
+                        events.append(event)
+                    if n % 32 == 0:
+                        time.sleep(0)  # hand the GIL back to the event loop: forwarding must not wait on us
+                if self.sink is not None:
+                    self._send(events)
+                    done += len(events)
+                    self.written += len(events)
+                    continue
+                try:
+                    self.spool.put(events)
+                except SpoolFull:
+                    q.extendleft(reversed(items))  # the spool's `block` policy: wait for the shipper
+                    return done
+                done += len(events)
+                self.written += len(events)
+        return done
+
+    def _send(self, events: list[tuple[str, bytes]]) -> None:
+        """To the spool process; a batch it died on is sent again (same ids: stored once by the collector)."""
+        for attempt in range(3):
+            try:
+                self.sink.put(events)  # type: ignore[union-attr]
+                return
+            except OSError:
+                self.errors += 1
+                log.error("proxy spool writer process failed (attempt %d); restarting it", attempt + 1)
+        self.shed += len(events)
+
+    def _item(self, item: QueryRecord | tuple[SessionInfo, str, str | None]) -> tuple[str, bytes] | None:
+        """(event id, encoded event) for the spool, or None for an excluded statement."""
+        if isinstance(item, tuple):
+            event = self._session_event(*item)
+            return event.id, encode(event)
+        if self.exclude_objects:
+            touched = set(item.data.tables_read) | set(item.analysis.tables_written)
+            if touched and touched <= self.exclude_objects:
+                key = f"object.{sorted(touched)[0]}"[:256]
+                self.excluded[key] = self.excluded.get(key, 0) + 1
+                return None
+        event_id = self._ids.next(item.started)
+        return event_id, self._encoder.encode(item, event_id)
+
+    def _session_event(self, info: SessionInfo, phase: str, error_code: str | None) -> Envelope:
+        payload = DbSessionPayload(
+            session_id=info.session_id,
+            phase=phase,  # type: ignore[arg-type]
+            database=info.database,
+            application_name=info.application_name,
+            client_addr=info.client_addr,
+            client_port=info.client_port,
+            server_addr=info.server_addr,
+            server_port=info.server_port,
+            auth_method=info.auth_method,
+            tls=False,
+            error_code=error_code,
+        )
+        actor = Actor(db_user=info.user or None, end_user=info.end_user or None)
+        return new_event(DbSession, payload, source=self.source, actor=actor, agent_id=self.agent_id)
