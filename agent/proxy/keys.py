@@ -6,8 +6,8 @@ column by (OID, attnum) however a later query aliases it; until learned, a colum
 statement that reads the key's table, counts as the key. (An aliased key column read before any plain read of
 its table is missed: the proxy never queries the catalog on its own.)
 
-Values are hashed as HMAC-SHA256 over the value's text form (whitespace-trimmed), as
-`agent.sqlaudit` hashes customer keys elsewhere, so hashes from the proxy and business events link.
+Values are hashed as HMAC-SHA256 over the value's text form normalised by `agent.customer_keys` (the one
+normalisation custos has), so hashes from the proxy, the tailers and business events link.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from agent.customer_keys import CustomerKeyError, normalise_customer_id
 from agent.proxy.analysis import Analysis
 from agent.proxy.pgwire import Column
 
@@ -26,7 +27,13 @@ _UUID = 2950
 
 
 def hash_key(secret: bytes, value: str) -> str:
-    return hmac.digest(secret, value.strip().encode("utf-8"), "sha256").hex()
+    """The same hash `CustomerKeyHasher(secret).hash(value)` gives; a value that is empty once normalised is
+    hashed as it is (it cannot collide with a real identifier)."""
+    try:
+        text = normalise_customer_id(value)
+    except CustomerKeyError:
+        text = value
+    return hmac.digest(secret, text.encode("utf-8"), "sha256").hex()
 
 
 @dataclass(frozen=True, slots=True)

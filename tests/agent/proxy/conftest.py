@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import signal
 import socket
 import subprocess
@@ -17,16 +16,18 @@ import pytest
 
 from agent.events import DbQuery, Envelope, decode
 from agent.proxy.config import Listener, ProxyConfig
+from agent.customer_keys import CustomerKeyHasher
 from agent.proxy.server import ProxyServer
 from agent.spool import Spool
 from tests.helpers.procs import base_env, wait_for
 
-SECRET = b"test-customer-key-secret"
+SECRET = b"test-customer-key-secret-of-32-bytes!"
 UPSTREAM = "127.0.0.1:5432"
 
 
 def key_hash(value: str) -> str:
-    return hmac.digest(SECRET, value.encode(), "sha256").hex()
+    """What business events and the collector compute for the same customer: the proxy must agree."""
+    return CustomerKeyHasher(SECRET).hash(value)
 
 
 def via(url: str, port: int) -> str:
