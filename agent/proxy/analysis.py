@@ -1,10 +1,9 @@
 """What one statement touches: the proxy's narrow interface to SQL analysis.
 
 `Analyser.analyse(sql)` is the only entry point the proxy uses. It redacts first (agent.proxy.redact), caches by
-the redacted text, and only then parses, so a statement's literals are never parsed, cached or stored. The
-parsing below is a small sqlglot-based stand-in (tables read/written, qualified columns where the statement
-says which table they come from, sensitive classes from the configured map) until the project's SQL analysis
-library replaces `_parse`; the cache, the redaction and the `Analysis` shape stay.
+the redacted text, and only then parses, so a statement's literals are never parsed, cached or stored. Tables,
+columns, sensitive classes, the fingerprint and the stored text come from `agent.sqlaudit`, the library the log
+tailers use too; cursor bookkeeping (DECLARE / FETCH / CLOSE) is the proxy's own.
 """
 
 from __future__ import annotations
@@ -14,7 +13,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.proxy.redact import fingerprint, redact, statement_type
+from agent.proxy.redact import redact, statement_type
+from agent.sqlaudit import Analyser as LibraryAnalyser
+from agent.sqlaudit import SensitiveMap
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its warnings quote statement text
 
@@ -55,13 +56,14 @@ class Analyser:
     def __init__(self, sensitive: Mapping[str, str] | None = None, cache_size: int = 10000,
                  default_schema: str = "public") -> None:
         self.sensitive = {k.lower(): v for k, v in (sensitive or {}).items()}
-        self._tables_with_classes: dict[str, set[str]] = {}
-        for col, cls in self.sensitive.items():
-            self._tables_with_classes.setdefault(col.rsplit(".", 1)[0], set()).add(cls)
         self.default_schema = default_schema
         self.cache_size = cache_size
         self._cache: dict[str, Analysis] = {}
         self.parse_failures = 0
+        self._lib = LibraryAnalyser(
+            "postgres", sensitive=SensitiveMap.of(self.sensitive) if self.sensitive else None,
+            default_schema=default_schema,
+        )
 
     def analyse(self, sql: str) -> Analysis:
         return self.analyse_redacted(redact(sql))
@@ -77,88 +79,32 @@ class Analyser:
         return result
 
     def _analyse(self, text: str) -> Analysis:
+        # Tables, columns, classes, fingerprint and the stored text come from the shared library, as for the
+        # log tailers, so one statement looks the same whichever sensor saw it. Cursor bookkeeping stays here.
+        a = self._lib.analyse(text)
         stype = statement_type(text)
-        fp = fingerprint(text)
+        unknown = () if a.parse_ok else ("tables", "columns")
         if stype == "DECLARE":
             m = _DECLARE.match(text)
             if m:
                 inner = self.analyse_redacted(m.group(2).rstrip("; "))
-                return Analysis(text, fp, stype, inner.tables_read, (), inner.columns, inner.sensitive_classes,
-                                inner.unknown, "DECLARE", ident(m.group(1)), inner)
+                return Analysis(a.redacted, a.fingerprint, stype, inner.tables_read, (), inner.columns,
+                                inner.sensitive_classes, inner.unknown, "DECLARE", ident(m.group(1)), inner)
         if stype in ("FETCH", "MOVE"):
             m = _FETCH.match(text)
             if m:
-                return Analysis(text, fp, stype, cursor_op=stype, cursor=ident(m.group(2)))
+                return Analysis(a.redacted, a.fingerprint, stype, cursor_op=stype, cursor=ident(m.group(2)))
         if stype == "CLOSE":
             m = _CLOSE.match(text)
             if m:
-                return Analysis(text, fp, stype, cursor_op="CLOSE", cursor=ident(m.group(1)))
+                return Analysis(a.redacted, a.fingerprint, stype, cursor_op="CLOSE", cursor=ident(m.group(1)))
         if stype in _NOT_DATA:
-            return Analysis(text, fp, stype)
-        return self._parse(text, fp, stype)
-
-    def _parse(self, text: str, fp: str, stype: str) -> Analysis:
-        import sqlglot
-        from sqlglot import exp
-
-        try:
-            tree = sqlglot.parse_one(text, read="postgres")
-        except Exception:  # noqa: BLE001 - any parser failure leaves the statement unparsed, never fatal
+            return Analysis(a.redacted, a.fingerprint, stype)
+        if not a.parse_ok:
             self.parse_failures += 1
-            return Analysis(text, fp, stype, unknown=("tables", "columns"))
-        if stype == "WITH":
-            stype = {exp.Select: "SELECT", exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE"}.get(
-                type(tree), stype)
-        ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
-        written: list[str] = []
-        target = None
-        if isinstance(tree, (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create)) or (
-            isinstance(tree, exp.Copy) and tree.args.get("kind")  # COPY … FROM
-        ):
-            target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
-            if isinstance(target, exp.Table):
-                written.append(self._qualify(target))
-        aliases: dict[str, str] = {}
-        read: list[str] = []
-        for t in tree.find_all(exp.Table):
-            if not t.name or (not t.db and t.name.lower() in ctes):
-                continue
-            name = self._qualify(t)
-            aliases[(t.alias or t.name).lower()] = name
-            if t is not target and name not in read:
-                read.append(name)
-        columns: list[str] = []
-        only = read[0] if len(read) == 1 else (written[0] if not read and written else None)
-        for c in tree.find_all(exp.Column):
-            owner = aliases.get(c.table.lower()) if c.table else only
-            if owner and c.name:
-                full = f"{owner}.{c.name.lower()}"
-                if full not in columns:
-                    columns.append(full)
-        for star in tree.find_all(exp.Star):
-            parent = star.parent
-            owner = aliases.get(parent.table.lower()) if isinstance(parent, exp.Column) and parent.table else only
-            if owner and f"{owner}.*" not in columns:
-                columns.append(f"{owner}.*")
-        if isinstance(tree, exp.Copy) and not tree.args.get("kind") and isinstance(tree.this, exp.Table):
-            cols = tree.this.expressions if hasattr(tree.this, "expressions") else []
-            if not cols:
-                columns.append(f"{self._qualify(tree.this)}.*")
-        return Analysis(text, fp, stype, tuple(read), tuple(written), tuple(columns[:2048]),
-                        self._classes(columns))
-
-    def _qualify(self, t: object) -> str:
-        db = getattr(t, "db", "") or self.default_schema
-        return f"{db.lower()}.{t.name.lower()}"  # type: ignore[attr-defined]
-
-    def _classes(self, columns: list[str]) -> tuple[str, ...]:
-        found: set[str] = set()
-        for col in columns:
-            if col.endswith(".*"):
-                found |= self._tables_with_classes.get(col[:-2], set())
-            elif col in self.sensitive:
-                found.add(self.sensitive[col])
-        return tuple(sorted(found))
+        kind = a.statement_type if a.statement_type not in ("OTHER", "MULTI") else stype
+        return Analysis(a.redacted, a.fingerprint, kind, tuple(a.tables_read), tuple(a.tables_written),
+                        tuple(a.columns[:2048]), tuple(a.sensitive_classes), unknown)
 
 
 _NOT_DATA = frozenset({

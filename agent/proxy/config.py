@@ -111,4 +111,4 @@ def proxy_config(name: str, section: dict[str, Any]) -> ProxyConfig:
     except msgspec.ValidationError as e:
         from agent.config import _readable
 
-        raise ConfigError(f"sources -> {name} -> {_readable(str(e))}") from e
+        raise ConfigError(f"sources -> {name} -> {_readable(ProxyConfig, str(e), {})}") from e
