@@ -9,6 +9,10 @@
     sensitive = { "public.customers.national_id" = "id_number", "public.cards.pan" = "bank_card" }
     exclude_users = ["replicator"]
     fail_closed = false
+    tls_cert = "/etc/custos/proxy.pem"         # with tls_key: SSLRequest is answered 'S' and TLS ends here
+    tls_key = "/etc/custos/proxy.key"
+    tls_upstream = "prefer"                     # "prefer" | "require" | "disable"
+    tls_upstream_ca = "/etc/custos/db-ca.pem"   # verify the server's certificate and name
 """
 
 from __future__ import annotations
@@ -34,10 +38,18 @@ def host_port(text: str, what: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+TLS_UPSTREAM_MODES = ("prefer", "require", "disable")
+
+
 class Listener(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     listen: str
     upstream: str
     name: str = ""
+    # Per-listener TLS settings; empty means the section's own.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_upstream: str = ""
+    tls_upstream_ca: str = ""
 
 
 class ProxyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -61,11 +73,24 @@ class ProxyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     write_buffer_high: Size = "256KiB"
     flush_interval: Duration = "100ms"
     max_pending: int = 200_000
+    tls_cert: str = ""  # PEM certificate (chain) shown to clients; with tls_key, SSLRequest is answered 'S'
+    tls_key: str = ""
+    tls_upstream: str = ""  # "prefer" | "require" | "disable"; empty: "prefer" with tls_cert, else "disable"
+    tls_upstream_ca: str = ""  # CA file that verifies the upstream's certificate and host name
 
     def __post_init__(self) -> None:
         for i, lst in enumerate(self.listeners):
             host_port(lst.listen, f"listeners[{i}] -> listen")
             host_port(lst.upstream, f"listeners[{i}] -> upstream")
+            if lst.tls_upstream and lst.tls_upstream not in TLS_UPSTREAM_MODES:
+                raise ValueError(f"listeners[{i}] -> tls_upstream: one of {', '.join(TLS_UPSTREAM_MODES)}, "
+                                 f"not {lst.tls_upstream!r}")
+            if bool(lst.tls_cert) != bool(lst.tls_key):
+                raise ValueError(f"listeners[{i}] -> tls_cert, tls_key: give both or neither")
+        if self.tls_upstream and self.tls_upstream not in TLS_UPSTREAM_MODES:
+            raise ValueError(f"tls_upstream: one of {', '.join(TLS_UPSTREAM_MODES)}, not {self.tls_upstream!r}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert, tls_key: give both (the certificate and its private key) or neither")
         for name in ("startup_timeout", "connect_timeout", "flush_interval"):
             try:
                 parse_duration(getattr(self, name))

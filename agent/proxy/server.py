@@ -22,6 +22,7 @@ from agent.proxy.config import ProxyConfig, host_port
 from agent.proxy.keys import KeyMatcher
 from agent.proxy.session import ClientSide
 from agent.proxy.spoolproc import SpoolProcess
+from agent.proxy.tls import ListenerTls, listener_tls
 from agent.proxy.writer import AuditWriter
 from agent.spool import Spool
 from agent.units import parse_duration, parse_size
@@ -36,6 +37,7 @@ class ListenerState:
     listen_port: int
     upstream_host: str
     upstream_port: int
+    tls: ListenerTls = ListenerTls(None, "disable", None)
     bound: list[tuple[str, int]] = field(default_factory=list)
 
 
@@ -60,7 +62,8 @@ class ProxyServer:
         for i, lst in enumerate(config.listeners):
             lh, lp = host_port(lst.listen, f"listeners[{i}] -> listen")
             uh, up = host_port(lst.upstream, f"listeners[{i}] -> upstream")
-            self.listeners.append(ListenerState(lst.name or name, lh, lp, uh, up))
+            tls = listener_tls(config, lst, f"sources -> {name} -> listeners[{i}]")
+            self.listeners.append(ListenerState(lst.name or name, lh, lp, uh, up, tls))
         self.analyser = Analyser(config.sensitive)
         self.keys = KeyMatcher(config.customer_keys, config.secret() if secret is None else secret,
                                config.customer_keys_cap)

@@ -4,8 +4,9 @@ Each `data_received` writes the bytes to the other side first and only then feed
 audit can delay nothing but itself. Backpressure: when one side's write buffer passes its high-water mark,
 reading from the other side pauses until it drains, so memory per connection stays bounded.
 
-Before the upstream exists the client side speaks the startup phase itself: it answers SSLRequest and
-GSSENCRequest with 'N', routes a CancelRequest to the backend that issued its key, and connects upstream only
+Before the upstream exists the client side speaks the startup phase itself: it answers GSSENCRequest with
+'N' and SSLRequest with 'N', or with 'S' and a TLS handshake when the listener has a certificate (the same
+protocol object then reads through the TLS transport), routes a CancelRequest to the backend that issued its key, and connects upstream only
 when a StartupMessage has arrived (a client that never finishes startup never costs an upstream connection).
 """
 
@@ -14,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import struct
 from typing import TYPE_CHECKING
 
 from agent.ids import uuid7
 from agent.proxy import pgwire as w
 from agent.proxy.audit import AuditSession, SessionInfo
+from agent.proxy.tls import UpstreamRefusedTls, open_upstream
 
 if TYPE_CHECKING:
     from agent.proxy.server import ListenerState, ProxyServer
@@ -54,6 +57,7 @@ class ClientSide(asyncio.Protocol):
         self.full_audit = False
         self.started = False
         self.closed = False
+        self.tls = False
         self.key: tuple[int, int] | None = None
 
     # -- connection ---------------------------------------------------------------------------------------
@@ -147,6 +151,17 @@ class ClientSide(asyncio.Protocol):
                     self.server.count("errors", "bad_startup")
                     self.close()
                     return
+                context = self.listener.tls.client
+                if code == w.SSL_REQUEST and context is not None and not self.tls:
+                    self.transport.write(b"S")  # type: ignore[union-attr]
+                    self.transport.pause_reading()  # type: ignore[union-attr]  # the handshake reads next
+                    self.buf = b""
+                    asyncio.get_running_loop().create_task(self._start_tls(context))
+                    return
+                if code == w.SSL_REQUEST and self.tls:  # a second SSLRequest inside TLS: a real server refuses
+                    self.server.count("errors", "bad_startup")
+                    self.close()
+                    return
                 self.transport.write(b"N")  # type: ignore[union-attr]
                 continue
             if code == w.CANCEL_REQUEST and length == 16:
@@ -161,6 +176,30 @@ class ClientSide(asyncio.Protocol):
             self.close()
             return
         self.buf = buf
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        """End the client's TLS here; this protocol then reads the decrypted stream from the TLS transport."""
+        raw = self.transport
+        if raw is None:
+            return
+        try:
+            secured = await asyncio.get_running_loop().start_tls(
+                raw, self, context, server_side=True, ssl_handshake_timeout=self.server.startup_timeout)
+        except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+            if not self.closed:
+                self.server.count("errors", "client_tls_failed")
+                log.info("listener %s: TLS handshake with a client failed (%s)", self.listener.name,
+                         type(e).__name__)
+                raw.close()
+                self.close()
+            return
+        if secured is None or self.closed:
+            if secured is not None:
+                secured.close()
+            return
+        self.tls = True
+        self.transport = secured  # type: ignore[assignment]
+        secured.set_write_buffer_limits(self.server.buffer_high, self.server.buffer_high // 4)  # type: ignore[attr-defined]
 
     def _start_session(self, packet: bytes, rest: bytes) -> None:
         if self.transport is None:
@@ -199,13 +238,27 @@ class ClientSide(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
         lst = self.listener
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamSide(self), lst.upstream_host, lst.upstream_port),
-                self.server.connect_timeout,
-            )
+            await open_upstream(UpstreamSide(self), lst.upstream_host, lst.upstream_port, lst.tls,
+                                self.server.connect_timeout)
+        except UpstreamRefusedTls:
+            self.server.count("errors", "upstream_tls_refused")
+            log.warning("listener %s: upstream %s:%d does not offer TLS, which tls_upstream requires", lst.name,
+                        lst.upstream_host, lst.upstream_port)
+            if self.transport is not None and not self.closed:
+                self.transport.write(w.error_response("08006", "custos proxy: the database server does not "
+                                                               "offer TLS, which the proxy requires; ask its "
+                                                               "administrator"))
+            self.close()
+        except ssl.SSLError as e:
+            self.server.count("errors", "upstream_tls_failed")
+            log.warning("listener %s: TLS with upstream %s:%d failed (%s: %s)", lst.name, lst.upstream_host,
+                        lst.upstream_port, type(e).__name__, getattr(e, "reason", None))
+            if self.transport is not None and not self.closed:
+                self.transport.write(w.error_response("08006", "custos proxy: TLS with the database server "
+                                                               "failed; check tls_upstream_ca"))
+            self.close()
         except (OSError, asyncio.TimeoutError) as e:
             self.server.count("errors", "upstream_unreachable")
             log.warning("listener %s: upstream %s:%d unreachable (%s)", lst.name, lst.upstream_host,
