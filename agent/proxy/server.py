@@ -82,6 +82,9 @@ class ProxyServer:
         self.connect_timeout = parse_duration(config.connect_timeout)
         self.open_connections = 0
         self.cancel_keys: dict[tuple[int, int], tuple[str, int]] = {}
+        # TLS transports still open: a TLS close waits for the peer's close_notify, so at shutdown they are
+        # aborted and awaited, or the loop would close under them.
+        self.tls_transports: set[asyncio.Transport] = set()
         self._counts: dict[str, dict[str, int]] = {"errors": {}, "excluded": {}, "shed": {}}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -138,6 +141,12 @@ class ProxyServer:
             srv.close()
         for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
             task.cancel()
+        for transport in list(self.tls_transports):
+            transport.abort()
+        for _ in range(100):  # each abort's connection_lost runs within a loop iteration or two
+            if not self.tls_transports:
+                break
+            await asyncio.sleep(0.01)
 
     def stop(self) -> None:
         if self.loop is not None and self._stopped is not None and self.loop.is_running():

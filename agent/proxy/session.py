@@ -104,6 +104,8 @@ class ClientSide(asyncio.Protocol):
             self.upstream.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.tls:
+            self.server.tls_transports.discard(self.transport)  # type: ignore[arg-type]
         self.close()
 
     def close(self) -> None:
@@ -199,6 +201,7 @@ class ClientSide(asyncio.Protocol):
             return
         self.tls = True
         self.transport = secured  # type: ignore[assignment]
+        self.server.tls_transports.add(secured)
         secured.set_write_buffer_limits(self.server.buffer_high, self.server.buffer_high // 4)  # type: ignore[attr-defined]
 
     def _start_session(self, packet: bytes, rest: bytes) -> None:
@@ -328,6 +331,8 @@ class UpstreamSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if transport.get_extra_info("ssl_object") is not None:
+            self.client.server.tls_transports.add(transport)  # type: ignore[arg-type]
         high = self.client.server.buffer_high
         transport.set_write_buffer_limits(high, high // 4)  # type: ignore[attr-defined]
         _bound_socket_buffer(transport, socket.SO_SNDBUF, high)
@@ -346,6 +351,7 @@ class UpstreamSide(asyncio.Protocol):
             self.ctransport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.client.server.tls_transports.discard(self.transport)  # type: ignore[arg-type]
         self.client.close()
 
 
