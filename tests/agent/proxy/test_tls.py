@@ -5,12 +5,17 @@ private cluster with `ssl = on` that refuses every connection without TLS (creat
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import socket
+import ssl
+import struct
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -18,7 +23,7 @@ from agent.errors import ConfigError
 from agent.proxy.config import Listener, proxy_config
 from agent.proxy.server import ProxyServer
 from agent.spool import Spool
-from tests.agent.proxy.conftest import RunningProxy, dbname, free_port
+from tests.agent.proxy.conftest import RunningProxy, dbname, free_port, via
 from tests.helpers.tls import TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.postgres
@@ -103,6 +108,50 @@ def test_verify_full_client_checks_the_proxy_certificate_against_its_ca(make_pro
         psycopg.connect(proxy.url(db), sslmode="verify-full", sslrootcert=str(stranger.ca))
     assert proxy.server.counters()["errors"].get("client_tls_failed") == 1
     assert fetch(proxy.url(db), sslmode="require")[0] is True  # the failed handshake harmed nobody else
+
+
+def test_garbage_or_silence_instead_of_a_handshake_closes_only_that_connection(make_proxy, certs, db) -> None:  # type: ignore[no-untyped-def]
+    proxy = tls_proxy(make_proxy, certs, startup_timeout="500ms")
+    request = struct.pack("!II", 8, 80877103)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as garbage, \
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as silent:
+        for sock in (garbage, silent):
+            sock.sendall(request)
+            assert sock.recv(1) == b"S"
+        garbage.sendall(b"\x00" * 64 + b"not a TLS client hello" * 10)
+        assert fetch(proxy.url(db), sslmode="require")[0] is True  # others are served meanwhile
+        assert garbage.recv(100) == b"" and silent.recv(100) == b""  # both closed by the proxy
+    errors = proxy.server.counters()["errors"]
+    assert errors.get("client_tls_failed", 0) + errors.get("startup_timeout", 0) == 2
+
+
+def test_asyncpg_verifies_the_proxy_and_gets_direct_results(make_proxy, certs, db) -> None:  # type: ignore[no-untyped-def]
+    proxy = tls_proxy(make_proxy, certs)
+
+    async def run(url: str, tls: ssl.SSLContext | bool) -> list[tuple]:  # type: ignore[type-arg]
+        conn = await asyncpg.connect(url, ssl=tls)
+        try:
+            stmt = await conn.prepare("SELECT id, label, price, data FROM items WHERE id <= $1 ORDER BY id")
+            return [tuple(r) for r in await stmt.fetch(250)]
+        finally:
+            await conn.close()
+
+    direct = asyncio.run(run(db, False))
+    proxied = asyncio.run(run(proxy.url(db), ssl.create_default_context(cafile=str(certs.ca))))
+    assert len(direct) == 250 and proxied == direct
+    events = proxy.wait_queries(lambda es: any(e.payload.rows == 250 for e in es), dbname(db))
+    assert [e.payload.rows for e in events if "items" in e.payload.statement] == [250]
+
+
+def test_a_listener_of_its_own_can_offer_tls_while_another_does_not(make_proxy, certs, db) -> None:  # type: ignore[no-untyped-def]
+    proxy = make_proxy(listeners=[
+        Listener(listen="127.0.0.1:0", upstream="127.0.0.1:5432", name="plain"),
+        Listener(listen="127.0.0.1:0", upstream="127.0.0.1:5432", name="secure", tls_cert=str(certs.cert),
+                 tls_key=str(certs.key)),
+    ])
+    plain, secure = proxy.server.address(0)[1], proxy.server.address(1)[1]
+    assert fetch(via(db, plain), sslmode="prefer")[0] is False
+    assert fetch(via(db, secure), sslmode="verify-full", sslrootcert=str(certs.ca))[0] is True
 
 
 def test_upstream_tls_required_but_not_offered_gives_the_client_a_postgres_error(make_proxy, db) -> None:  # type: ignore[no-untyped-def]
