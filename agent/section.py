@@ -19,7 +19,7 @@ def load_section(cls: type[T], name: str, section: Mapping[str, Any]) -> T:
     try:
         return msgspec.convert(dict(section), cls, strict=False)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"sources -> {name} -> {_readable(str(e))}") from e
+        raise ConfigError(f"sources -> {name} -> {_readable(cls, str(e), {})}") from e
 
 
 def duration(value: int | float | str, key: str) -> float:

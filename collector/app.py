@@ -312,7 +312,14 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = schemas.merge(original_openapi())
+            doc = schemas.merge(original_openapi())
+            # Every 422 this app sends is one line naming the parameter (the handler below), never FastAPI's list.
+            for path in doc.get("paths", {}).values():
+                for operation in path.values():
+                    answer = operation.get("responses", {}).get("422") if isinstance(operation, dict) else None
+                    if answer is not None:
+                        answer["content"] = {"application/json": {"schema": schemas.ref("problem")}}
+            app.openapi_schema = doc
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

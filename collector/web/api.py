@@ -19,7 +19,16 @@ from collector import audit, credentials, triage, weekly_jobs
 from collector.users import Session, User, csrf_ok, session_of
 from collector.web.common import SESSION_COOKIE, state_of
 
-router = APIRouter(prefix="/api/v1", tags=["alerts and summaries"])
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["alerts and summaries"],
+    responses={
+        400: {"description": "The body is not JSON"},
+        401: {"description": "Not logged in and no valid API token"},
+        403: {"description": "The role may not do this (or the CSRF token is missing)"},
+        404: {"description": "No such alert or summary, or not one of the caller's team"},
+    },
+)
 
 
 class AlertOut(BaseModel):
