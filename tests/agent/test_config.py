@@ -31,7 +31,7 @@ BAD_VALUES = [
     ('[collector]\ntimeout = "0s"', "collector -> timeout: must be a duration above zero"),
     ('[collector]\nca_file = "/nonexistent/ca.pem"', "collector -> ca_file: no such file: /nonexistent/ca.pem"),
     ('[heartbeat]\ninterval = "often"', "heartbeat -> interval: must be a duration"),
-    ("colector = 1", "colector: unknown key; the keys here are agent_id, collector, heartbeat, ship, sources, spool"),
+    ("colector = 1", "colector: unknown key; the keys here are agent_id, collector, heartbeat, limits, ship, sources, spool"),
     ("[spool]\nmax_byte = 1", "spool -> max_byte: unknown key; the keys here are dir, max_bytes, max_events"),
     ("[collector]\nurl = ", "not valid TOML"),
 ]

@@ -82,8 +82,8 @@ def stream(run: Callable[[int], None], rotate: Callable[[], None], truncate: Cal
         if i == 2500:
             rotate()  # by rename, the agent running
         if i == 3000:
-            wait_for(lambda: sum(stored_queries(collector, api_token, user).values()) >= 1500, 60,
-                     "the first events at the collector")
+            wait_for(lambda: sum(stored_queries(collector, api_token, user).values()) >= 1500, 180,
+                     "the first events at the collector", interval=0.5)
         if i == 4000:
             agent.kill()  # while it reads, spools and ships the statements just made
         if i == 5000:
@@ -93,7 +93,8 @@ def stream(run: Callable[[int], None], rotate: Callable[[], None], truncate: Cal
         if i == 7500:
             truncate()  # copy and truncate, the agent running
         run(i)
-    wait_for(lambda: sum(stored_queries(collector, api_token, user).values()) >= N, 120, f"{N} events stored")
+    wait_for(lambda: sum(stored_queries(collector, api_token, user).values()) >= N, 300, f"{N} events stored",
+             interval=0.5)  # each look reads the whole store: do not look too often
     agent.stop()
     seen = stored_queries(collector, api_token, user)
     assert set(seen) == set(range(N)), sorted(set(range(N)) - set(seen))[:20]
