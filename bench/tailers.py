@@ -113,6 +113,7 @@ def tail(kind: str, path: Path, spool_dir: Path, **section: object) -> tuple[flo
                                     AgentConfig(agent_id="bench"))
         source.open(spool)  # type: ignore[attr-defined]
         _sql._analysers.clear()  # each run starts with cold statement caches
+        _sql._facts.clear()
         t0, c0 = time.perf_counter(), time.process_time()
         while source.poll_once() > 0:  # type: ignore[attr-defined]
             pass
