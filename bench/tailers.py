@@ -8,7 +8,8 @@ statements spanning lines), then a tailer source reads it from start to end into
 synchronous=FULL as configured by default), one `poll_once()` after another, exactly as the running agent does.
 
 Baselines, in the same run: reading the same file line by line without parsing (the speed of light for Python),
-and spooling as many ready-made events as the tailer made (the spool's own cost). CPU time is process time.
+and spooling as many ready-made events as the tailer made (the spool's own cost). CPU time is process time;
+the best wall time and the best CPU time of the runs are reported separately, each rate against the target.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def tail(kind: str, path: Path, spool_dir: Path, **section: object) -> tuple[flo
         source = SOURCE_TYPES[kind]("bench", {"type": kind, "path": str(path), "group_wait": "0s", **section},
                                     AgentConfig(agent_id="bench"))
         source.open(spool)  # type: ignore[attr-defined]
-        _sql._cache.clear()
+        _sql._analysers.clear()  # each run starts with cold statement caches
+        _sql._facts.clear()
         t0, c0 = time.perf_counter(), time.process_time()
         while source.poll_once() > 0:  # type: ignore[attr-defined]
             pass
@@ -145,8 +147,10 @@ def spool_only(events: int, spool_dir: Path) -> tuple[float, float]:
 
 
 def best(runs: int, fn: Callable[[], tuple[float, ...]]) -> tuple[float, ...]:
+    """The best wall time and, separately, the best CPU time of `runs` runs (other fields from the first run):
+    on a machine shared with other work the two minima rarely fall in the same run."""
     results = [fn() for _ in range(runs)]
-    return min(results, key=lambda r: r[0])
+    return (min(r[0] for r in results), min(r[1] for r in results), *results[0][2:])
 
 
 def main() -> int:
@@ -188,13 +192,18 @@ def main() -> int:
                 rows.append((f"baseline: spool {events:,} ready events", lines, s_wall, s_cpu, events))
     print(f"\naudit-log tailers, {args.lines:,} lines per format, best of {args.runs} run(s); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
-    header = f"{'measurement':<50} {'lines':>9} {'events':>8} {'lines/s':>10} {'CPU µs/line':>12} {'target':>8}"
+    # "lines/s CPU" is lines per second of this process's CPU time: the rate on an otherwise idle core.
+    header = (f"{'measurement':<50} {'lines':>9} {'events':>8} {'lines/s':>10} {'CPU µs/line':>12} "
+              f"{'lines/s CPU':>12} {'target wall/CPU':>16}")
     print(header)
     print("-" * len(header))
     for name, lines, wall, cpu, events in rows:
-        rate = lines / wall
-        target = ("met" if rate >= TARGET else "MISSED") if name.startswith("tailer") else ""
-        print(f"{name:<50} {lines:>9,} {events:>8,} {rate:>10,.0f} {cpu / lines * 1e6:>12.2f} {target:>8}")
+        rate, cpu_rate = lines / wall, lines / cpu
+        target = ""
+        if name.startswith("tailer"):
+            target = "/".join("met" if r >= TARGET else "MISSED" for r in (rate, cpu_rate))
+        print(f"{name:<50} {lines:>9,} {events:>8,} {rate:>10,.0f} {cpu / lines * 1e6:>12.2f} {cpu_rate:>12,.0f} "
+              f"{target:>16}")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from agent.sqlaudit import Analyser, SensitiveMap
+from agent.sqlaudit import Analyser, Analysis, SensitiveMap
 
 MAX_STATEMENT_CHARS = 65536  # the event schema's bound on `statement`
 
@@ -57,6 +57,21 @@ def analyse_statement(
     """Fingerprint, redacted text and what the statement touches; `dialect` is "postgres" or "mysql".
     `schema` qualifies unqualified tables (MySQL's current database)."""
     a = _analyser("mysql" if dialect in ("mysql", "mariadb") else "postgres", sensitive).analyse(sql, schema=schema)
+    # The library hands back one shared Analysis for every text of a known shape: its facts are built once.
+    hit = _facts.get(id(a))
+    if hit is not None and hit[0] is a:
+        return hit[1]
+    facts = _facts_of(a)
+    if len(_facts) >= 8192:
+        _facts.clear()
+    _facts[id(a)] = (a, facts)  # holding the Analysis keeps its id from being reused
+    return facts
+
+
+_facts: dict[int, tuple[Analysis, StatementFacts]] = {}
+
+
+def _facts_of(a: Analysis) -> StatementFacts:
     redacted = a.redacted
     if len(redacted) > MAX_STATEMENT_CHARS:
         redacted = redacted[: MAX_STATEMENT_CHARS - 2] + " …"

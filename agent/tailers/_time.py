@@ -16,6 +16,7 @@ from agent.errors import ConfigError
 
 UTC = dt.timezone.utc
 _UTC_NAMES = frozenset({"UTC", "GMT", "UCT", "Z", "Etc/UTC", "Zulu"})
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})?$")
 
 
@@ -41,9 +42,18 @@ class LogTimes:
         self.zone = zone
         self._last_key = ""
         self._last_base: dt.datetime | None = None
+        self._last_text: str | None = None  # never equal to a text: "" must still be refused
+        self._last_value = _EPOCH
 
     def pg(self, text: str) -> dt.datetime:
         """`YYYY-MM-DD HH:MM:SS[.fff] ZONE` (log_line_prefix %m/%t, csvlog log_time)."""
+        if text == self._last_text:  # many lines share one millisecond
+            return self._last_value
+        value = self._pg(text)
+        self._last_text, self._last_value = text, value
+        return value
+
+    def _pg(self, text: str) -> dt.datetime:
         if len(text) < 21 or text[4] != "-" or text[10] != " ":
             raise TimeFormatError("the timestamp is not YYYY-MM-DD HH:MM:SS ZONE")
         if text[19] == ".":
@@ -58,7 +68,9 @@ class LogTimes:
         if key != self._last_key or self._last_base is None:
             self._last_base = self._resolve(text[:19], zone)
             self._last_key = key
-        micros = int(frac.ljust(6, "0")[:6]) if frac else 0
+        if not frac:
+            return self._last_base
+        micros = int(frac) * 1000 if len(frac) == 3 else int(frac.ljust(6, "0")[:6])
         return self._last_base + dt.timedelta(microseconds=micros) if micros else self._last_base
 
     def pg_epoch(self, text: str) -> dt.datetime:

@@ -79,23 +79,31 @@ class _Group:
         return cls(**d)  # type: ignore[arg-type]
 
 
-# STATEMENT, PARAMETER and (with log_rows) ROWS, after the seven fields that never hold a quote or comma in
-# practice; anything else goes through the csv module.
-_TAIL = re.compile(r'(?:"((?:[^"]|"")*)"|([^",]*)),(?:"(?:[^"]|"")*"|[^",]*)(?:,([^",]*))?', re.DOTALL)
+# The seven fields before STATEMENT never hold a quote or comma in practice; then STATEMENT, PARAMETER and (with
+# log_rows) ROWS. One match splits a message; anything else goes through the csv module. Possessive quantifiers
+# (`*+`) keep a long statement to one pass: each run ends at a quote or comma that no other split could use.
+_FIELD = r'([^",]*+),'
+_AUDIT_FIELDS = re.compile(
+    _FIELD * 7 + r'(?:"((?:[^"]*+"")*+[^"]*+)"|([^",]*+)),(?:"(?:[^"]*+"")*+[^"]*+"|[^",]*+)(?:,([^",]*+))?',
+    re.DOTALL,
+)
 
 
 def split_audit(text: str) -> list[str] | None:
     """The fields of an AUDIT message (after "AUDIT: "), or None when it is not well-formed CSV."""
     if '"' not in text:
         return text.split(",")  # pgAudit quotes every field holding a comma, quote or newline
-    head = text.split(",", 7)
-    if len(head) == 8 and '"' not in text[: len(text) - len(head[7])]:
-        m = _TAIL.fullmatch(head[7])
-        if m is not None:
-            quoted, plain, rows = m.groups()
-            statement = quoted.replace('""', '"') if quoted is not None else plain
-            # the PARAMETER field is not kept: bind values never go further than this
-            return [*head[:7], statement, "", *([rows] if rows is not None else [])]
+    m = _AUDIT_FIELDS.fullmatch(text)
+    if m is not None:
+        kind, sid, sub, cls, command, otype, oname, quoted, plain, rows = m.groups()
+        if quoted is None:
+            statement = plain
+        else:
+            statement = quoted.replace('""', '"') if '""' in quoted else quoted
+        # the PARAMETER field is not kept: bind values never go further than this
+        if rows is None:
+            return [kind, sid, sub, cls, command, otype, oname, statement, ""]
+        return [kind, sid, sub, cls, command, otype, oname, statement, "", rows]
     try:
         return next(csv.reader((text,), strict=True))
     except (csv.Error, StopIteration):

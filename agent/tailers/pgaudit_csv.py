@@ -22,6 +22,25 @@ _LOG_TIME, _USER, _DB, _PID, _FROM, _SESSION, _SEVERITY, _MESSAGE, _APP = 0, 1, 
 MIN_COLUMNS = 23  # PostgreSQL 9.0 – 12; 13 added backend_type, 14 leader_pid and query_id
 
 
+class _OneRecord:
+    """The csv reader's input: the one record being read, then the end (a reader asks for more only when a quoted
+    field is not closed, and then finds none)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+
+    def __iter__(self) -> _OneRecord:
+        return self
+
+    def __next__(self) -> str:
+        text, self.text = self.text, None
+        if text is None:
+            raise StopIteration
+        return text
+
+
 class CsvFormat:
     """Feeds complete csvlog records to a PgAuditParser; holds the lines of a record not yet complete."""
 
@@ -36,6 +55,9 @@ class CsvFormat:
         self._skipping = False
         self._who: dict[tuple[str, ...], Who] = {}
         parser.parse_time = times.pg
+        # One reader for every record (making a reader per record costs more than parsing one).
+        self._one = _OneRecord()
+        self._reader = csv.reader(self._one, strict=True)
 
     def held(self) -> tuple[int, int] | None:
         return (self._start[0], self._start[1] - 1) if self._parts else None
@@ -73,9 +95,11 @@ class CsvFormat:
         self.reset()
 
     def _record(self, text: str, offset: int, number: int) -> None:
+        self._one.text = text
         try:
-            row = next(csv.reader((text,), strict=True))
+            row = next(self._reader)
         except (csv.Error, StopIteration):
+            self._one.text = None  # a record cut short must not run into the next one
             self.parser.emitter.parse_error(offset, number, "not a well-formed CSV record")
             return
         if len(row) < MIN_COLUMNS:

@@ -17,6 +17,8 @@ reported as parse errors, never dropped silently). The csvlog format has no such
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from operator import itemgetter
 
 from agent.errors import ConfigError
 from agent.tailers._time import LogTimes
@@ -95,6 +97,10 @@ class StderrFormat:
         # positions in m.groups(): one call instead of one per field
         self._at_time = groups[self._time_group] - 1
         self._at_who = tuple(groups[g] - 1 for g in self._who_groups)
+        at_who = self._at_who
+        self._who_key: Callable[[tuple[str | None, ...]], tuple[str | None, ...]] = (
+            itemgetter(*at_who) if len(at_who) > 1 else lambda values: tuple(values[i] for i in at_who)
+        )
         self._at_severity, self._at_message = groups["severity"] - 1, groups["message"] - 1
         self._who: dict[tuple[str | None, ...], Who] = {}
         parser.parse_time = times.pg_epoch if self._time_group == "n" else times.pg
@@ -126,7 +132,7 @@ class StderrFormat:
             return
         values = m.groups()
         ts = values[self._at_time]
-        key = tuple(values[i] for i in self._at_who)
+        key = self._who_key(values)
         who = self._who.get(key)
         if who is None:
             who = self._make_who(dict(zip(self._who_groups, key)))
