@@ -56,7 +56,7 @@ def test_custos_watch_paths_overrides_the_watched_folders(tmp_path: Path) -> Non
     "section, message",
     [
         ('type = "file_watch"\nquiet = "soon"', "sources -> files -> quiet: must be a duration"),
-        ('type = "file_watch"\nwatch_everything = true', "sources -> files -> .*unknown field `watch_everything`"),
+        ('type = "file_watch"\nwatch_everything = true', "sources -> files -> watch_everything: unknown key; the keys here are "),
         ('type = "file_watch"\n[sources.files.classify]\npatterns = { "Bad Name" = "x" }',
          "sources -> files -> classify -> patterns: 'Bad Name' is not a class name"),
         ('type = "file_watch"\n[sources.files.classify]\npatterns = { ok = "(" }',
