@@ -140,12 +140,13 @@ class Agent:
                 log.warning("another process ships %s; this one only writes to it until that one stops",
                             self.config.spool_path)
                 self._spawn("ship-lock", self._wait_for_ship_lock)
-        interval = parse_duration(self.config.heartbeat.interval)
-        if interval > 0:
-            self._spawn("heartbeat", self._beat, interval)
         for source in self.sources:
             source.start(self.spool)
             log.info("source %s started", source.name)
+        # After the sources: the first heartbeat tells the collector that every sensor is up.
+        interval = parse_duration(self.config.heartbeat.interval)
+        if interval > 0:
+            self._spawn("heartbeat", self._beat, interval)
 
     def _start_shipping(self) -> None:
         self.shipper = Shipper(self.spool, ship_config(self.config))

@@ -323,8 +323,25 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(RefuseNul)
     install_web(app, state)  # the web UI, its JSON API, notifications and scheduled jobs (collector/web)
     return app
+
+
+class RefuseNul:
+    """Answers 422 to a request whose path or query holds a NUL character (`%00`), whatever the route: no text
+    column of PostgreSQL can hold one, so such a value could only fail later, inside a query, as a server error."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", "")):
+            where = "path" if "\x00" in scope.get("path", "") else "query"
+            body = {"detail": f"{where}: holds a NUL character (%00); no parameter may contain one"}
+            await JSONResponse(body, status_code=422)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
