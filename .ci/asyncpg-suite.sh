@@ -12,6 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || PY=$(command -v python3)
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute: the suites run from another directory
 UPSTREAM=${UPSTREAM:-127.0.0.1:5432}
 WORK=$(mktemp -d /tmp/custos-asyncpg.XXXXXX)
 PROXY_PID=""
