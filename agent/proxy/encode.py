@@ -2,44 +2,34 @@
 
 A busy proxy spools one event per statement, so building a msgspec Struct tree per event (about 10 µs) is the
 largest part of its CPU. What repeats is encoded once and cached: the statement's fields per Analysis, the
-session's per connection, the actor's per user. Per event only times, counts, codes and key hashes are
-written. Every value still goes through msgspec's encoder (escaping), and tests decode the bytes with
-`agent.events.decode` and compare them with the Struct-built event.
+session's per connection, the envelope's and the actor's as for every bulk source (`agent.event_bytes`). Per
+event only times, counts, codes and key hashes are written. Every value still goes through msgspec's encoder
+(escaping), and tests decode the bytes with `agent.events.decode` and compare them with the Struct-built event.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
-import msgspec
-
+from agent.event_bytes import EnvelopeBytes
+from agent.event_bytes import fields as _fields
+from agent.event_bytes import json as _j
 from agent.events import Source
 from agent.proxy.analysis import Analysis
 from agent.proxy.audit import QueryRecord, SessionInfo
 
 _UTC = dt.timezone.utc
-_j = msgspec.json.Encoder().encode
 MAX_STATEMENT = 65536
 _CACHE_MAX = 20_000
 
 
-def _fields(pairs: list[tuple[str, Any]]) -> bytes:
-    """`"k":v,…` for the pairs whose value is not None/empty (the schema's defaults, which it omits)."""
-    return b",".join(b'"' + k.encode() + b'":' + _j(v) for k, v in pairs if v is not None and v != ())
-
-
 class QueryEncoder:
     def __init__(self, source: Source, host: str, agent_id: str = "") -> None:
-        tail = [("host", host), ("source", source)]
-        if agent_id:
-            tail.append(("agent_id", agent_id))
-        self._tail = b"," + _fields(tail)
+        self._envelope = EnvelopeBytes(source, host, agent_id)
         # id(object) → (object, bytes): the object is held so that its id cannot be reused while cached.
         self._statements: dict[int, tuple[Analysis, bytes]] = {}
         self._data: dict[int, tuple[Analysis, bytes]] = {}
         self._sessions: dict[tuple[int, str | None], tuple[SessionInfo, bytes]] = {}
-        self._actors: dict[tuple[str | None, str | None], bytes] = {}
 
     def _statement(self, a: Analysis) -> bytes:
         hit = self._statements.get(id(a))
@@ -77,16 +67,6 @@ class QueryEncoder:
         self._sessions[key] = (info, frag)
         return frag
 
-    def _actor(self, db_user: str | None, end_user: str | None) -> bytes:
-        key = (db_user, end_user)
-        frag = self._actors.get(key)
-        if frag is None:
-            if len(self._actors) >= _CACHE_MAX:
-                self._actors.clear()
-            frag = self._actors[key] = b"{" + _fields([("db_user", db_user or None), ("end_user", end_user or None)]) \
-                + b"}"
-        return frag
-
     def encode(self, rec: QueryRecord, event_id: str) -> bytes:
         ts = _j(dt.datetime.fromtimestamp(rec.started, _UTC))
         parts = [b'{"kind":"db.query","payload":{', self._session(rec.session), b",",
@@ -101,6 +81,7 @@ class QueryEncoder:
             parts += (b',"customer_keys":["', '","'.join(rec.keys).encode(), b'"]')
         if rec.keys_total:
             parts += (b',"customer_keys_total":', b"%d" % rec.keys_total)
-        parts += (b'},"id":"', event_id.encode(), b'","ts":', ts, self._tail, b',"actor":',
-                  self._actor(rec.session.user, rec.end_user), b"}")
+        envelope = self._envelope
+        parts += (b'},"id":"', event_id.encode(), b'","ts":', ts, envelope.tail,
+                  envelope.actor(rec.session.user, rec.end_user), b"}")
         return b"".join(parts)

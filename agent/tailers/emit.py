@@ -1,21 +1,26 @@
-"""Building the tailers' events: bounds of the event schema respected, parse errors counted and capped."""
+"""Building the tailers' events: bounds of the event schema respected, parse errors counted and capped.
+
+Events are encoded as they are made (`agent.event_bytes`: the bytes `agent.events.encode` would write, without an
+Envelope per event), so a read holds ids and bytes until it is spooled, not thousands of Struct trees.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from collections import Counter
 
+from agent.event_bytes import EnvelopeBytes, tag_of
+from agent.event_bytes import json as encode_json
 from agent.events import (
-    Actor,
     DbQuery,
     DbQueryPayload,
     DbSession,
     DbSessionPayload,
-    Envelope,
     ParseError,
     ParseErrorPayload,
     Source,
-    new_event,
+    utcnow,
 )
 
 MAX_NAME = 256
@@ -24,6 +29,7 @@ MAX_COLUMNS = 2048
 # Fields no audit log carries; each db.query from a tailer lists them in `unknown`.
 NEVER_LOGGED = ("duration_ms", "bytes", "customer_keys")
 PARSE_ERROR_EVENTS_PER_BATCH = 50
+_DB_QUERY, _DB_SESSION, _PARSE_ERROR = tag_of(DbQuery), tag_of(DbSession), tag_of(ParseError)
 
 
 def name(value: str | None, limit: int = MAX_NAME) -> str | None:
@@ -51,31 +57,24 @@ class Emitter:
         self.source = Source(type=source_type, name=source_name)
         self.agent_id = agent_id
         self.host = host
+        self.envelope = EnvelopeBytes(self.source, host or socket.gethostname(), agent_id)
         self.location = ""  # the file being read, for parse errors
-        self.events: list[Envelope] = []
+        self.events: list[tuple[str, bytes]] = []  # (event id, encoded event), as the spool takes them
         self.counts: Counter[str] = Counter()
-        self._actors: dict[tuple[str | None, str | None], Actor] = {}
         self._batch_errors = 0
         self._suppressed: tuple[int, int | None, int | None, str] | None = None
 
-    def _actor(self, db_user: str | None, end_user: str | None) -> Actor:
-        key = (db_user, end_user)
-        actor = self._actors.get(key)
-        if actor is None:
-            if len(self._actors) >= 4096:
-                self._actors.clear()
-            actor = self._actors[key] = Actor(db_user=name(db_user), end_user=name(end_user))
-        return actor
+    def actor(self, db_user: str | None, end_user: str | None) -> bytes:
+        """The encoded actor, names cut to the schema's bound."""
+        return self.envelope.actor(name(db_user), name(end_user))
 
     def query(self, payload: DbQueryPayload, ts: dt.datetime, db_user: str | None, end_user: str | None) -> None:
         self.counts["db.query"] += 1
-        self.events.append(new_event(DbQuery, payload, source=self.source, actor=self._actor(db_user, end_user),
-                                     host=self.host, ts=ts, agent_id=self.agent_id))
+        self.events.append(self.envelope.event(_DB_QUERY, encode_json(payload), ts, self.actor(db_user, end_user)))
 
     def session(self, payload: DbSessionPayload, ts: dt.datetime, db_user: str | None) -> None:
         self.counts["db.session"] += 1
-        self.events.append(new_event(DbSession, payload, source=self.source, actor=self._actor(db_user, None),
-                                     host=self.host, ts=ts, agent_id=self.agent_id))
+        self.events.append(self.envelope.event(_DB_SESSION, encode_json(payload), ts, self.actor(db_user, None)))
 
     def parse_error(self, offset: int | None, line: int | None, reason: str, *, location: str | None = None) -> None:
         """A line that could not be read: counted always; an event for the first few of each read, then one
@@ -98,9 +97,9 @@ class Emitter:
 
     def _error_event(self, where: str, offset: int | None, line: int | None, reason: str) -> None:
         payload = ParseErrorPayload(location=where[:4096], offset=offset, line=line, reason=reason[:1024])
-        self.events.append(new_event(ParseError, payload, source=self.source, host=self.host, agent_id=self.agent_id))
+        self.events.append(self.envelope.event(_PARSE_ERROR, encode_json(payload), utcnow(), self.actor(None, None)))
 
-    def take(self) -> list[Envelope]:
+    def take(self) -> list[tuple[str, bytes]]:
         """The events collected since the last take (the parse-error summary included)."""
         if self._suppressed is not None:
             n, off, ln, loc = self._suppressed

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import msgspec
 
 from agent.errors import SpoolFull
-from agent.runtime import spool_events
 from agent.spool import Spool
 from agent.tailers.emit import Emitter
 from agent.tailers.follow import Chunk, Follower, Position
@@ -168,7 +167,7 @@ class TailerSource:
         if position is None:
             position = self._position
         cursor = _Cursor(pos=None if position is None else position.to_dict(), state=self.format.snapshot())
-        spool_events(spool, events, cursor=(self.cursor_name, msgspec.json.encode(cursor).decode()))
+        spool.put(events, cursor=(self.cursor_name, msgspec.json.encode(cursor).decode()))
         self._position = position
         self._counts = Counter(self.emitter.counts)
         return read

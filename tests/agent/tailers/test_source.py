@@ -15,7 +15,6 @@ from agent.errors import ConfigError, SpoolFull
 from agent.events import Envelope
 from agent.sources import SOURCE_TYPES
 from agent.spool import Spool
-from agent.tailers import source as source_module
 from tests.agent.tailers.helpers import DATA, Clock, make_source, poll_until_idle, spooled
 from tests.helpers.procs import wait_for
 
@@ -57,7 +56,7 @@ def test_crashes_at_any_point_neither_lose_nor_repeat_an_event(
     assert len(expected) > 10
     data = (DATA / sample).read_bytes()
     rng = random.Random(sample)
-    real_spool_events = source_module.spool_events
+    real_put = Spool.put
     failures = restarts = 0
     for attempt in range(6):
         work = tmp_path / f"run{attempt}"
@@ -68,14 +67,14 @@ def test_crashes_at_any_point_neither_lose_nor_repeat_an_event(
         written = 0
         fail_next_put = False
 
-        def flaky_spool_events(*args: Any, **kwargs: Any) -> int:
+        def flaky_put(*args: Any, **kwargs: Any) -> int:
             nonlocal fail_next_put
             if fail_next_put:
                 fail_next_put = False
                 raise OSError("disk went away")  # the transaction never happened
-            return real_spool_events(*args, **kwargs)
+            return real_put(*args, **kwargs)
 
-        monkeypatch.setattr(source_module, "spool_events", flaky_spool_events)
+        monkeypatch.setattr(Spool, "put", flaky_put)
         with Spool(work / "spool.sqlite3") as spool:
             src = make_source(kind, log, spool, clock=clock, group_wait="5s", batch_events=2, **section)
             src.follower.max_read = 97  # chunks end inside lines and records
