@@ -22,6 +22,7 @@ from typing import Annotated, Literal, Union, get_type_hints
 import msgspec
 from msgspec import Meta, Struct, field
 
+from agent.event_shapes import CLASS_NAME, EVENT_ID, HEX64, SOURCE_TYPE, shape_error
 from agent.ids import uuid7
 
 SCHEMA_VERSION = 1
@@ -35,15 +36,16 @@ Path = Annotated[str, Meta(max_length=4096)]
 UtcTime = Annotated[dt.datetime, Meta(tz=True)]
 Count = Annotated[int, Meta(ge=0)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
-EventId = Annotated[
-    str, Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-]
+# Formats are checked after decoding by agent/event_shapes.py (plain string operations, not `re` per value);
+# min/max length keep the decoder's own bound on them.
+EventId = Annotated[str, Meta(min_length=36, max_length=36, extra_json_schema=EVENT_ID.schema()), EVENT_ID]
 # HMAC-SHA256 of a normalised customer identifier, lower-case hex; the key never leaves the site.
-KeyHash = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
-Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
-SourceType = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+KeyHash = Annotated[str, Meta(min_length=64, max_length=64, extra_json_schema=HEX64.schema()), HEX64]
+Sha256 = Annotated[str, Meta(min_length=64, max_length=64, extra_json_schema=HEX64.schema()), HEX64]
+SourceType = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema=SOURCE_TYPE.schema()), SOURCE_TYPE]
 Tables = Annotated[list[Name], Meta(max_length=512)]
-Classes = Annotated[list[Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]], Meta(max_length=64)]
+ClassName = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema=CLASS_NAME.schema()), CLASS_NAME]
+Classes = Annotated[list[ClassName], Meta(max_length=64)]
 Counters = Annotated[dict[Name, Count], Meta(max_length=256)]
 
 _STRUCT = dict(kw_only=True, frozen=True, omit_defaults=True, forbid_unknown_fields=True)
@@ -296,7 +298,11 @@ def encode(event: Envelope) -> bytes:
 
 def decode(data: bytes | str) -> Envelope:
     """One event from JSON; raises msgspec.ValidationError naming the field (`$.payload.rows`) on bad input."""
-    return _decoder.decode(data)
+    event: Envelope = _decoder.decode(data)
+    problem = shape_error(event)
+    if problem is not None:
+        raise msgspec.ValidationError(problem)
+    return event
 
 
 def utcnow() -> dt.datetime:

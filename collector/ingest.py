@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from agent.errors import CustosError
+from agent.event_shapes import shape_error
 from agent.events import KINDS, MAX_EVENT_BYTES, SCHEMA_VERSION, Envelope, Event
 
 
@@ -120,6 +121,9 @@ def check_event(raw: bytes) -> tuple[Envelope | None, str]:
         return None, f"event holds bytes that are not UTF-8 (at byte {e.start}); send UTF-8 text only"
     except RecursionError:
         return None, "event is nested too deeply"
+    problem = shape_error(event)
+    if problem is not None:
+        return None, problem
     # PostgreSQL text cannot hold NUL, which JSON may carry as \u0000 (and no sensor has a reason to send).
     if b"\\u0000" in raw and _holds_nul(_any_decoder.decode(raw)):
         return None, "event holds a NUL character (\\u0000) in a string; strings may not contain NUL"

@@ -8,18 +8,15 @@ with durable commits (collector/db.py), so an acknowledgement built from its ans
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from agent.events import Envelope, encode
 from collector.db import events
+from collector.store_write import GroupCommit, Row, pg_copy_insert, sqlite_insert
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,51 +39,22 @@ class InsertResult:
 class EventStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._insert = sqlite_insert if self._sqlite else pg_insert
-        # SQLite has one writer at a time; queueing here beats retrying on SQLITE_BUSY.
-        self._write_lock = threading.Lock() if self._sqlite else None
+        # SQLite has one writer at a time: queue the batches and commit the waiting ones together.
+        writer = sqlite_insert if engine.dialect.name == "sqlite" else pg_copy_insert
+        self._writes = GroupCommit(engine, writer) if engine.dialect.name == "sqlite" else None
+        self._writer = writer
 
     def insert(self, batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime | None = None) -> InsertResult:
         """Store `batch` as sent by the credential `agent`; events already stored are left as they are."""
         if not batch:
             return InsertResult([], 0)
-        now = received_at or dt.datetime.now(dt.timezone.utc)
-        rows: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for ev in batch:
-            if ev.id in seen:
-                continue
-            seen.add(ev.id)
-            if ev.agent_id != agent:
-                ev = msgspec.structs.replace(ev, agent_id=agent)
-            rows.append(
-                {
-                    "event_id": ev.id,
-                    "kind": ev.__struct_config__.tag,
-                    "ts": ev.ts,
-                    "received_at": now,
-                    "agent": agent,
-                    "host": ev.host,
-                    "source_type": ev.source.type,
-                    "os_user": ev.actor.os_user,
-                    "db_user": ev.actor.db_user,
-                    "staff_id": ev.actor.staff_id,
-                    "body": encode(ev).decode(),
-                }
-            )
-        stmt = (
-            self._insert(events)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(events.c.event_id)
-        )
-        if self._write_lock is not None:
-            with self._write_lock, self.engine.begin() as conn:
-                inserted = set(conn.scalars(stmt, rows).all())
+        rows = event_rows(batch, agent=agent, received_at=received_at or dt.datetime.now(dt.timezone.utc))
+        if self._writes is not None:
+            inserted = self._writes.insert(rows)
         else:
             with self.engine.begin() as conn:
-                inserted = set(conn.scalars(stmt, rows).all())
-        ordered = [r["event_id"] for r in rows if r["event_id"] in inserted]
+                inserted = self._writer(conn, rows)
+        ordered = [r[0] for r in rows if r[0] in inserted]
         return InsertResult(ordered, len(batch) - len(ordered))
 
     def query(
@@ -128,3 +96,20 @@ class EventStore:
 
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.count()).select_from(events)) or 0)
+
+
+def event_rows(batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime) -> list[Row]:
+    """The `events` rows of `batch` in its order (columns as store_write.COLUMNS), the first of each id only.
+    The body is the event as re-encoded, with `agent_id` set from the credential."""
+    rows: list[Row] = []
+    seen: set[str] = set()
+    for ev in batch:
+        if ev.id in seen:
+            continue
+        seen.add(ev.id)
+        if ev.agent_id != agent:
+            ev = msgspec.structs.replace(ev, agent_id=agent)
+        actor = ev.actor
+        rows.append((ev.id, ev.__struct_config__.tag, ev.ts, received_at, agent, ev.host, ev.source.type,
+                     actor.os_user, actor.db_user, actor.staff_id, encode(ev).decode()))
+    return rows

@@ -45,6 +45,11 @@ def test_every_kind_has_a_payload_type() -> None:
         (lambda d: d["payload"].pop("session_id"), "session_id"),
         (lambda d: d.update(schema=99), "$.schema"),
         (lambda d: d["payload"].update(customer_keys=["not-a-hash"]), "$.payload.customer_keys[0]"),
+        (lambda d: d["payload"].update(customer_keys=["ab" * 32, "AB" * 32]), "$.payload.customer_keys[1]"),
+        (lambda d: d["payload"].update(sensitive_classes=["name", "Card"]), "$.payload.sensitive_classes[1]"),
+        (lambda d: d.update(id=d["id"].upper()), "$.id"),
+        (lambda d: d.update(id=d["id"][:14] + "4" + d["id"][15:]), "$.id"),
+        (lambda d: d["source"].update(type="Proxy"), "$.source.type"),
     ],
 )
 def test_a_bad_event_is_refused_naming_the_field(mutate, where) -> None:  # type: ignore[no-untyped-def]

@@ -38,6 +38,8 @@ def test_a_mixed_batch_stores_the_valid_events_and_refuses_each_bad_one_with_its
     wrong_type["payload"]["rows"] = "many"
     huge = as_dict(query_event())
     huge["payload"]["statement"] = "x" * 1_000_000
+    bad_key = as_dict(query_event())
+    bad_key["payload"]["customer_keys"] = ["ab" * 32, "AB" * 32]
     not_utf8 = ev.encode(query_event(host="HOSTMARK")).replace(b"HOSTMARK", b"db\xff\xfe01")
     elements = [
         (ev.encode(q), None),
@@ -56,6 +58,7 @@ def test_a_mixed_batch_stores_the_valid_events_and_refuses_each_bad_one_with_its
         (raw(as_dict(query_event(host="a\u0000b"))), "NUL"),
         (ev.encode(card), None),
         (b"null", "must be a JSON object, not null"),
+        (raw(bad_key), "`$.payload.customer_keys[1]`"),
         (ev.encode(q), None),  # the very same event again: a duplicate, not an error
     ]
     response = api.post(batch(*(e for e, _ in elements)))

@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,15 @@ from sqlalchemy import Engine, select
 
 from collector import users
 from collector.db import make_engine, web_sessions
-from collector.migrate import upgrade
 from tests.helpers.procs import base_env
 
 T0 = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    e = make_engine(sqlite_url)
-    upgrade(e)
-    yield e
-    e.dispose()
+def db_url(sqlite_url: str) -> str:
+    """These tests run on SQLite only (the `engine` fixture builds on this)."""
+    return sqlite_url
 
 
 def test_password_hash_is_salted_scrypt_and_verifies_only_the_right_password() -> None:
