@@ -93,9 +93,13 @@ class App:
     async def lifespan(self, app: FastAPI):  # type: ignore[no-untyped-def]
         if self.rules is not None:
             self.rules.start()
+        if self.integrity is not None:
+            await run_in_threadpool(self.integrity.start)
         try:
             yield
         finally:
+            if self.integrity is not None:
+                await run_in_threadpool(self.integrity.stop)
             if self.rules is not None:
                 await run_in_threadpool(self.rules.stop)
 

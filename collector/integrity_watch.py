@@ -15,6 +15,8 @@ from sqlalchemy import Engine
 from agent.events import Envelope
 from collector import chain
 from collector.config import CollectorConfig
+from collector.ledger import Publisher, seal
+from collector.scheduler import IntervalJobs
 
 log = logging.getLogger("custos.integrity")
 
@@ -25,6 +27,29 @@ class IntegrityWatch:
         self.config = config.integrity
         self.failures = 0  # checks that could not run (database errors); each logged
         self.alerts = 0
+        self.jobs: IntervalJobs | None = None
+        self.publisher: Publisher | None = None
+
+    def start(self) -> None:
+        cfg = self.config
+        self.publisher = Publisher(cfg.ledger_file, cfg.syslog)
+        self.jobs = IntervalJobs("integrity")
+        self.jobs.add("ledger-seal", self.seal, cfg.seconds("seal_every"))
+        self.jobs.start()
+
+    def stop(self) -> None:
+        if self.jobs is not None:
+            self.jobs.stop()
+            self.jobs = None
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+
+    def seal(self) -> None:
+        """Seal what was stored since the last block (collector/ledger.py)."""
+        if self.publisher is not None:
+            seal(self.engine, self.publisher, settle=self.config.seconds("seal_settle"),
+                 max_records=self.config.block_max_records)
 
     def on_ingest(self, agent: str, body: bytes, events: Sequence[tuple[int, Envelope]], inserted: Collection[str],
                   refused: int = 0) -> None:

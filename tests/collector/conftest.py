@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from sqlalchemy import Engine
+
+from collector.db import make_engine
+from collector.migrate import upgrade
 from tests.helpers.api import Served, served
 
 
@@ -22,3 +26,12 @@ def sqlite_api(sqlite_url: str, tmp_path: Path) -> Iterator[Served]:
     """The same on SQLite only, for behaviour that does not depend on the database (HTTP limits)."""
     with served(tmp_path / "collector", sqlite_url) as s:
         yield s
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated database on each backend, without a collector serving it."""
+    e = make_engine(db_url)
+    upgrade(e)
+    yield e
+    e.dispose()

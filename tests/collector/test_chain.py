@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from agent import events as ev
 from agent.runtime import spool_events
 from agent.spool import Spool
 from collector.alerts import AlertStore

@@ -4,15 +4,13 @@ risk scores that decay with age and ignore alerts closed as harmless."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, select
 
 from collector import triage
 from collector.alerts import AlertStore
-from collector.db import audit_log, make_engine
-from collector.migrate import upgrade
+from collector.db import audit_log
 from rules.alerts import Alert
 
 T0 = dt.datetime(2026, 11, 16, 10, 0, tzinfo=dt.timezone.utc)
@@ -22,14 +20,6 @@ def alert(n: int, who: str, hours: float, severity: str = "high", team: str = "l
     ts = T0 + dt.timedelta(hours=hours)
     return Alert(f"{n:032x}", "custos.bulk_sensitive_read", "Bulk read", severity, ("T1213",), who, ts, ts, ts,
                  f"{who} read a lot", (f"ev-{n}",), staff_id=who, person_name=who.title(), team=team)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    e = make_engine(db_url)
-    upgrade(e)
-    yield e
-    e.dispose()
 
 
 def test_status_assignee_and_comment_changes_are_kept_with_who_did_them(engine: Engine) -> None:
