@@ -72,6 +72,8 @@ def emit(config_path: str | None, file: IO[bytes]) -> None:
             raw.setdefault("host", host)
             raw.setdefault("source", {"type": "emit"})
             raw.setdefault("agent_id", config.agent_id)
+            raw.pop("chain_seq", None)  # the spool numbers what it queues; a number from elsewhere means nothing
+            raw.pop("chain_prev", None)
             event = decode(msgspec.json.encode(raw))
         except (msgspec.DecodeError, ValueError) as e:
             raise click.ClickException(f"line {n}: {e}; nothing was queued") from e

@@ -154,6 +154,7 @@ class HeartbeatPayload(Struct, **_STRUCT):  # type: ignore[call-arg]
     dead_lettered: Count  # events the collector refused as malformed, kept aside in the spool
     monotonic: Count = 0  # counts heartbeats since the agent's spool was created; never goes back
     agent_clock: UtcTime | None = None
+    interval_s: Annotated[float, Meta(gt=0)] | None = None  # the next heartbeat is due this long after this one
     watches: Count | None = None
     cpu_percent: Annotated[float, Meta(ge=0)] | None = None
     rss_bytes: Count | None = None
@@ -223,6 +224,10 @@ class Envelope(Struct, tag_field="kind", **_STRUCT):  # type: ignore[call-arg]
     schema: Annotated[int, Meta(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION  # omitted when 1
     agent_id: Str = ""  # informational: the collector records the agent its credential names
     actor: Actor = field(default_factory=Actor)
+    # The agent's hash chain, set by its spool when the event is queued (agent/spool.py): a number that counts
+    # the spool's events from 1, and the SHA-256 of the previous event's bytes as queued (absent for number 1).
+    chain_seq: Annotated[int, Meta(ge=1)] | None = None
+    chain_prev: Sha256 | None = None
 
 
 class DbQuery(Envelope, tag="db.query"):

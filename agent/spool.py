@@ -13,10 +13,16 @@ Sources that read from something with a position (a log file) save that position
 in the same transaction as the events, so that a crash can neither lose nor repeat what they read.
 
 Several processes may use one spool file (WAL, busy timeout); a writer takes the lock for its whole transaction.
+
+Every JSON event put is chained in that same transaction: the spool appends `chain_seq` (its events counted from 1)
+and `chain_prev` (the SHA-256 of the previous event's bytes as queued) to the object, whichever process writes, so
+that the collector can tell when events were deleted, edited or replayed between here and there. The chain's head
+is committed with the events it covers: a crash can neither skip a number nor use one twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -46,6 +52,8 @@ CREATE TABLE IF NOT EXISTS dead (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS chain (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL);
+INSERT OR IGNORE INTO chain (id, seq, hash) VALUES (1, 0, '');
 INSERT OR IGNORE INTO counters (name, value) VALUES
     ('depth', 0), ('bytes', 0), ('queued', 0), ('acked', 0), ('dropped', 0), ('dead', 0), ('heartbeats', 0);
 """
@@ -115,15 +123,19 @@ class Spool:
         Returns how many were queued; fewer than given only under `drop_newest`. Raises SpoolFull under `block`
         when they do not fit (nothing is written then, not even the cursor).
         """
-        rows = list(items)
+        given = list(items)
         now = self._clock()
-        size = sum(len(b) for _, b in rows)
         with self._lock, self._transaction():
+            head = self._db.execute("SELECT seq, hash FROM chain WHERE id = 1").fetchone()
+            rows, last = chain(given, int(head[0]), str(head[1]))
             depth, nbytes = self._depth()
             over_events = depth + len(rows) - self.max_events
-            over_bytes = nbytes + size - self.max_bytes
+            over_bytes = nbytes + sum(len(b) for _, b in rows) - self.max_bytes
             if over_events > 0 or over_bytes > 0:
-                rows = self._overflow(rows, over_events, over_bytes)
+                origin = {id(body): i for i, (_, body) in enumerate(rows)}
+                kept = self._overflow(rows, over_events, over_bytes)
+                if len(kept) != len(rows):  # number again what is kept, so that refused events leave no gap
+                    rows, last = chain([given[origin[id(body)]] for _, body in kept], int(head[0]), str(head[1]))
             if rows:
                 self._db.executemany(
                     "INSERT INTO outbox (event_id, body, queued_at) VALUES (?, ?, ?)",
@@ -131,6 +143,8 @@ class Spool:
                 )
                 added = sum(len(b) for _, b in rows)
                 self._bump(depth=len(rows), bytes=added, queued=len(rows))
+                if last is not None:
+                    self._db.execute("UPDATE chain SET seq = ?, hash = ? WHERE id = 1", last)
             if cursor is not None:
                 self._db.execute(
                     "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?) "
@@ -310,6 +324,27 @@ class Spool:
             "UPDATE counters SET value = value + ? WHERE name = ?",
             [(v, k) for k, v in deltas.items() if v],
         )
+
+
+def chain(rows: list[tuple[str, bytes]], seq: int, prev: str) -> tuple[list[tuple[str, bytes]], tuple[int, str] | None]:
+    """`rows` with `chain_seq` and `chain_prev` appended to each JSON object, numbered on from `seq` after the
+    event whose hash is `prev`; and the new head (number, hash), or None when nothing was chained. A body that
+    is not a JSON object (only a faulty source writes one; the collector refuses it) is left as it is."""
+    out: list[tuple[str, bytes]] = []
+    last: tuple[int, str] | None = None
+    for eid, body in rows:
+        trimmed = body.rstrip()
+        if not (trimmed.startswith(b"{") and trimmed.endswith(b"}")):
+            out.append((eid, body))
+            continue
+        seq += 1
+        tail = b'"chain_seq":%d,"chain_prev":"%s"}' % (seq, prev.encode()) if prev else b'"chain_seq":%d}' % seq
+        sep = b"" if trimmed[1:-1].strip() == b"" else b","
+        chained = trimmed[:-1] + sep + tail
+        prev = hashlib.sha256(chained).hexdigest()
+        last = (seq, prev)
+        out.append((eid, chained))
+    return out, last
 
 
 class _Transaction:

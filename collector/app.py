@@ -28,6 +28,7 @@ from collector.api_schema import EVENTS_PATH, SECURITY, IngestAck, IngestRejecti
 from collector.config import CollectorConfig
 from collector.credentials import Principal
 from collector.ingest import BatchError, BodyTooLarge, gunzip, parse_batch
+from collector.integrity_watch import IntegrityWatch
 from collector.metrics import Metrics
 from collector.rules_runtime import rule_runtime
 from collector.store import EventStore
@@ -86,14 +87,19 @@ class App:
         self.max_events = config.server.max_batch_events
         self.rules = rule_runtime(config, engine)  # evaluates stored events in a worker (thread or process)
         self.metrics.watch_rules(self.rules)
+        self.integrity = IntegrityWatch(engine, config) if config.integrity.enabled else None
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):  # type: ignore[no-untyped-def]
         if self.rules is not None:
             self.rules.start()
+        if self.integrity is not None:
+            await run_in_threadpool(self.integrity.start)
         try:
             yield
         finally:
+            if self.integrity is not None:
+                await run_in_threadpool(self.integrity.stop)
             if self.rules is not None:
                 await run_in_threadpool(self.rules.stop)
 
@@ -146,6 +152,8 @@ class App:
             result = self.store.insert([ev for _, ev in events], agent=agent)
         except (OperationalError, InterfaceError) as e:
             raise _unavailable(e) from e
+        if self.integrity is not None:  # each agent's hash chain and heartbeats (collector/integrity_watch.py)
+            self.integrity.on_ingest(agent, body, events, result.inserted, len(parsed.rejected))
         duplicates = result.duplicates + parsed.repeats
         if self.rules is not None and result.inserted:
             self.rules.on_stored(len(result.inserted))  # only wakes the rule worker: cannot fail or block

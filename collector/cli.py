@@ -174,6 +174,13 @@ from collector.ui_cli import report_group, users_group  # noqa: E402
 cli.add_command(users_group)
 cli.add_command(report_group)
 
+# -- ledger: verify, seal (collector/ledger_cli.py) -------------------------------------------------------------
+
+from collector.ledger_cli import ledger_group, verify_command  # noqa: E402
+
+cli.add_command(verify_command)
+cli.add_command(ledger_group)
+
 # -- demo -------------------------------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 import msgspec
 
 from agent.config import Size, check_file, check_size, load_toml
+from collector.integrity_config import IntegritySection
 from collector.ui_config import NotifySection, WebSection, WeeklySection
 
 
@@ -76,6 +77,7 @@ class CollectorConfig(_Section):
     web: WebSection = msgspec.field(default_factory=WebSection)
     weekly: WeeklySection = msgspec.field(default_factory=WeeklySection)
     notify: NotifySection = msgspec.field(default_factory=NotifySection)
+    integrity: IntegritySection = msgspec.field(default_factory=IntegritySection)
 
 
 ENV_OVERRIDES = {

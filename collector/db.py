@@ -15,8 +15,10 @@ from sqlalchemy import (
     Date,
     DateTime,
     Engine,
+    Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -351,6 +353,58 @@ job_runs = Table(
 
 ui_cursors = Table(
     "ui_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+
+# -- tamper evidence (migration 0005) ------------------------------------------------------------------------------
+
+agent_chains = Table(
+    "agent_chains",
+    metadata,
+    Column("agent", String(128), primary_key=True),  # the credential's name
+    Column("last_seq", BigInteger, nullable=False),  # the newest chain_seq accepted
+    Column("last_hash", String(64), nullable=False),  # SHA-256 of that event's bytes as sent ("" when unknown)
+    Column("last_event_id", String(36), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+agent_heartbeats = Table(
+    "agent_heartbeats",
+    metadata,
+    Column("agent", String(128), primary_key=True),
+    Column("host", String(256), nullable=False),
+    Column("event_id", String(36), nullable=False),  # the newest heartbeat
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("monotonic", BigInteger, nullable=False),
+    Column("agent_clock", UtcDateTime(), nullable=True),
+    Column("uptime_s", Float, nullable=False),
+    Column("interval_s", Float, nullable=True),
+    Column("dropped", BigInteger, nullable=False),
+    Column("config_hash", String(64), nullable=True),
+    Column("silent_alerted", UtcDateTime(), nullable=True),  # received_at of the heartbeat a silence alert followed
+)
+
+ledger_blocks = Table(
+    "ledger_blocks",
+    metadata,
+    Column("block_no", BigInteger, primary_key=True, autoincrement=False),
+    Column("sealed_at", UtcDateTime(), nullable=False),
+    Column("event_after", BigInteger, nullable=False),  # events.seq in (event_after, event_to]
+    Column("event_to", BigInteger, nullable=False),
+    Column("alert_after", BigInteger, nullable=False),  # alerts.id in (alert_after, alert_to]
+    Column("alert_to", BigInteger, nullable=False),
+    Column("leaves", LargeBinary, nullable=False),  # per record: kind (1 byte), key (8), SHA-256 (32)
+    Column("merkle_root", String(64), nullable=False),
+    Column("prev_root", String(64), nullable=False),
+    Column("root", String(64), nullable=False),  # SHA-256 over the header, merkle_root and prev_root
+)
+
+job_cursors = Table(
+    "job_cursors",
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),

@@ -155,3 +155,39 @@ class Jobs:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
+
+
+class IntervalJobs:
+    """Jobs that run every few seconds in every collector process (the ledger's sealing, the integrity checks):
+    each guards itself (a block number can be sealed once; alert ids are derived), so no run needs claiming.
+    One job never runs twice at once, and runs missed while the process was busy are coalesced into one."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.scheduler: BackgroundScheduler | None = None
+        self._jobs: list[tuple[str, Callable[[], object], float]] = []
+
+    def add(self, job_id: str, fn: Callable[[], object], seconds: float) -> None:
+        self._jobs.append((job_id, fn, seconds))
+
+    def start(self) -> None:
+        sched = BackgroundScheduler(timezone=dt.timezone.utc, daemon=True, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
+        for job_id, fn, seconds in self._jobs:
+            sched.add_job(self._guarded(job_id, fn), IntervalTrigger(seconds=seconds, timezone=dt.timezone.utc),
+                          id=job_id, name=job_id, replace_existing=True)
+        sched.start()
+        self.scheduler = sched
+
+    def _guarded(self, job_id: str, fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - logged; the next tick tries again
+                log.exception("%s job %s failed", self.name, job_id)
+        return run
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None

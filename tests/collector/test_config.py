@@ -26,7 +26,11 @@ BAD_VALUES = [
     ("[server]\nmax_batch_events = 0", "server -> max_batch_events: must be between 1 and 1000000, not 0"),
     ('[database]\nurl = "mysql://custos:s3cret@db/custos"', "database -> url: must be a URL such as"),
     ("[server]\nport = 8600", "server -> port: unknown key; the keys here are listen, max_batch_bytes"),
-    ("[servers]\nlisten = 1", "servers: unknown key; the keys here are database, notify, rules, server, web, weekly"),
+    ("[servers]\nlisten = 1",
+     "servers: unknown key; the keys here are database, integrity, notify, rules, server, web, weekly"),
+    ('[integrity]\nmax_clock_skew = "soon"', 'integrity -> max_clock_skew: must be a duration such as "30s"'),
+    ('[integrity]\nupstreams = ["db01"]', "integrity -> upstreams: 'db01' must be host:port"),
+    ("[integrity]\nsilent_after_beats = 0", "integrity -> silent_after_beats: must be 1 or more"),
     ("[rules]\ndirectory = 1", "rules -> directory: unknown key; the keys here are dir"),
 ]
 

@@ -1,0 +1,62 @@
+"""The collector's tamper evidence, wired into ingest and the scheduler: each agent's hash chain and heartbeats
+judged as batches arrive, and on schedule the ledger sealed, silent agents and database-proxy bypass looked for.
+
+`on_ingest` runs after a batch is durable and never fails it: what it cannot judge now is logged and counted
+(an agent that sends again is judged again, as its events then arrive as duplicates past the chain's head).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+
+from sqlalchemy import Engine
+
+from agent.events import Envelope
+from collector import chain
+from collector.config import CollectorConfig
+from collector.ledger import Publisher, seal
+from collector.scheduler import IntervalJobs
+
+log = logging.getLogger("custos.integrity")
+
+
+class IntegrityWatch:
+    def __init__(self, engine: Engine, config: CollectorConfig) -> None:
+        self.engine = engine
+        self.config = config.integrity
+        self.failures = 0  # checks that could not run (database errors); each logged
+        self.alerts = 0
+        self.jobs: IntervalJobs | None = None
+        self.publisher: Publisher | None = None
+
+    def start(self) -> None:
+        cfg = self.config
+        self.publisher = Publisher(cfg.ledger_file, cfg.syslog)
+        self.jobs = IntervalJobs("integrity")
+        self.jobs.add("ledger-seal", self.seal, cfg.seconds("seal_every"))
+        self.jobs.start()
+
+    def stop(self) -> None:
+        if self.jobs is not None:
+            self.jobs.stop()
+            self.jobs = None
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+
+    def seal(self) -> None:
+        """Seal what was stored since the last block (collector/ledger.py)."""
+        if self.publisher is not None:
+            seal(self.engine, self.publisher, settle=self.config.seconds("seal_settle"),
+                 max_records=self.config.block_max_records)
+
+    def on_ingest(self, agent: str, body: bytes, events: Sequence[tuple[int, Envelope]], inserted: Collection[str],
+                  refused: int = 0) -> None:
+        """Judge a stored batch sent by the credential `agent`: `events` as (index in the batch, event), `body` the
+        batch as received (decompressed), `inserted` the ids new to the store, `refused` how many were refused."""
+        try:
+            self.alerts += len(chain.check(self.engine, agent, chain.links(body, events, inserted), refused))
+        except Exception:  # noqa: BLE001 - the batch is stored; a check that fails must not fail the agent
+            self.failures += 1
+            log.exception("integrity checks of a batch from %s failed", agent)

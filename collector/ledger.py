@@ -1,0 +1,262 @@
+"""The collector's ledger: stored events and alerts sealed into blocks, each block chained to the one before, in
+the manner of CloudTrail's digest files.
+
+A block covers the events with `seq` in (event_after, event_to] and the alerts with `id` in (alert_after,
+alert_to]. Each record's leaf is the SHA-256 of its canonical bytes (`record_bytes`: its columns, in a fixed
+order, as JSON); the block keeps every leaf with its record's key, their Merkle root, the previous block's root,
+and its own root over all of that. The roots are also appended to a file outside the database and may be sent to
+syslog, so that rewriting the database's blocks as well as its records still shows (`custos verify`,
+collector/verify.py).
+
+What is sealed is what cannot change: an alert's triage status is left out (it changes by design; its history
+is in `alert_history`). Records younger than `settle` seconds wait for the next block: on PostgreSQL a lower `seq`
+can still be committing while a higher one is visible, and sealing past it would later look like an insertion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import logging.handlers
+import os
+import socket
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlalchemy import Column, Connection, Engine, func, select
+from sqlalchemy.exc import IntegrityError
+
+from collector.db import alerts, events, ledger_blocks
+
+log = logging.getLogger("custos.ledger")
+
+EVENT_COLUMNS: tuple[Column[Any], ...] = (
+    events.c.seq, events.c.event_id, events.c.kind, events.c.ts, events.c.received_at, events.c.agent,
+    events.c.host, events.c.source_type, events.c.os_user, events.c.db_user, events.c.staff_id, events.c.body)
+ALERT_COLUMNS: tuple[Column[Any], ...] = (
+    alerts.c.id, alerts.c.alert_id, alerts.c.rule_id, alerts.c.title, alerts.c.severity, alerts.c.tags,
+    alerts.c.group_key, alerts.c.staff_id, alerts.c.person_name, alerts.c.team, alerts.c.ts, alerts.c.first_ts,
+    alerts.c.last_ts, alerts.c.summary, alerts.c.evidence, alerts.c.measures, alerts.c.trigger_event_id,
+    alerts.c.origin, alerts.c.created_at)
+KINDS = {b"e": "event", b"a": "alert"}
+GENESIS = "0" * 64
+_LEAF = struct.Struct("!cQ32s")  # kind, key, SHA-256
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    kind: bytes  # b"e" event, b"a" alert
+    key: int  # events.seq or alerts.id
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    block_no: int
+    sealed_at: dt.datetime
+    event_after: int
+    event_to: int
+    alert_after: int
+    alert_to: int
+    merkle_root: str
+    prev_root: str
+    root: str
+    records: int
+
+    def line(self) -> dict[str, Any]:
+        """The block as one line of the ledger file."""
+        return {"block": self.block_no, "sealed_at": self.sealed_at.isoformat(), "events": [self.event_after,
+                self.event_to], "alerts": [self.alert_after, self.alert_to], "records": self.records,
+                "merkle_root": self.merkle_root, "prev_root": self.prev_root, "root": self.root}
+
+
+def record_bytes(kind: bytes, row: Sequence[Any]) -> bytes:
+    """A stored record's canonical bytes: its sealed columns as a JSON array, times in UTC."""
+    values = [v.astimezone(dt.timezone.utc) if isinstance(v, dt.datetime) else v for v in row]
+    return kind + _encode(values)
+
+
+def leaf_of(kind: bytes, row: Sequence[Any]) -> Leaf:
+    return Leaf(kind, int(row[0]), hashlib.sha256(b"\x00" + record_bytes(kind, row)).digest())
+
+
+def merkle_root(digests: Sequence[bytes]) -> str:
+    """The Merkle root over leaf digests (an odd node goes up a level as it is); SHA-256 of nothing when empty."""
+    level = list(digests)
+    if not level:
+        return hashlib.sha256(b"").hexdigest()
+    while len(level) > 1:
+        nxt = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0].hex()
+
+
+def block_root(block_no: int, sealed_at: dt.datetime, event_after: int, event_to: int, alert_after: int,
+               alert_to: int, records: int, merkle: str, prev_root: str) -> str:
+    header = _encode([block_no, sealed_at.astimezone(dt.timezone.utc), event_after, event_to, alert_after, alert_to,
+                      records, merkle, prev_root])
+    return hashlib.sha256(header).hexdigest()
+
+
+def pack_leaves(leaves: Iterable[Leaf]) -> bytes:
+    return b"".join(_LEAF.pack(leaf.kind, leaf.key, leaf.digest) for leaf in leaves)
+
+
+def unpack_leaves(blob: bytes) -> list[Leaf]:
+    """The leaves a block stored; ValueError when the blob is not a whole number of leaves."""
+    if len(blob) % _LEAF.size:
+        raise ValueError(f"{len(blob)} bytes is not a whole number of {_LEAF.size}-byte leaves")
+    return [Leaf(k, key, d) for k, key, d in _LEAF.iter_unpack(blob)]
+
+
+def block_of(row: Any) -> Block:
+    return Block(int(row.block_no), row.sealed_at, int(row.event_after), int(row.event_to), int(row.alert_after),
+                 int(row.alert_to), row.merkle_root, row.prev_root, row.root, len(row.leaves) // _LEAF.size)
+
+
+def _settled(rows: list[Any], cutoff: dt.datetime, at: int) -> list[Any]:
+    """The rows up to the last one stored before `cutoff` (column `at`): later ones wait for the next block."""
+    last = max((i for i, r in enumerate(rows) if r[at] <= cutoff), default=-1)
+    return rows[: last + 1]
+
+
+def seal_once(engine: Engine, *, settle: float = 10.0, max_records: int = 100_000,
+              now: dt.datetime | None = None) -> Block | None:
+    """Seal the records stored since the last block into a new one; None when there is nothing settled to seal,
+    or another process sealed this block first."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    cutoff = now - dt.timedelta(seconds=settle)
+    with engine.begin() as conn:
+        last = conn.execute(select(ledger_blocks.c.block_no, ledger_blocks.c.event_to, ledger_blocks.c.alert_to,
+                                   ledger_blocks.c.root).order_by(ledger_blocks.c.block_no.desc()).limit(1)).first()
+        block_no, event_after, alert_after, prev = (1, 0, 0, GENESIS) if last is None else (
+            int(last[0]) + 1, int(last[1]), int(last[2]), str(last[3]))
+        ev_rows = _settled(list(conn.execute(select(*EVENT_COLUMNS).where(events.c.seq > event_after)
+                                             .order_by(events.c.seq).limit(max_records))), cutoff, 4)
+        al_rows = _settled(list(conn.execute(select(*ALERT_COLUMNS).where(alerts.c.id > alert_after)
+                                             .order_by(alerts.c.id).limit(max_records - len(ev_rows)))), cutoff, 18)
+        if not ev_rows and not al_rows:
+            return None
+        leaves = [leaf_of(b"e", r) for r in ev_rows] + [leaf_of(b"a", r) for r in al_rows]
+        event_to = int(ev_rows[-1][0]) if ev_rows else event_after
+        alert_to = int(al_rows[-1][0]) if al_rows else alert_after
+        merkle = merkle_root([leaf.digest for leaf in leaves])
+        root = block_root(block_no, now, event_after, event_to, alert_after, alert_to, len(leaves), merkle, prev)
+        try:
+            with conn.begin_nested():
+                conn.execute(ledger_blocks.insert().values(
+                    block_no=block_no, sealed_at=now, event_after=event_after, event_to=event_to,
+                    alert_after=alert_after, alert_to=alert_to, leaves=pack_leaves(leaves), merkle_root=merkle,
+                    prev_root=prev, root=root))
+        except IntegrityError:
+            log.info("ledger block %d was sealed by another process", block_no)
+            return None
+    return Block(block_no, now, event_after, event_to, alert_after, alert_to, merkle, prev, root, len(leaves))
+
+
+def blocks_after(conn: Connection, block_no: int) -> Iterator[Block]:
+    q = select(ledger_blocks).where(ledger_blocks.c.block_no > block_no).order_by(ledger_blocks.c.block_no)
+    for row in conn.execute(q):
+        yield block_of(row)
+
+
+def last_block_no(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.coalesce(func.max(ledger_blocks.c.block_no), 0))) or 0)
+
+
+# -- outside the database ------------------------------------------------------------------------------------
+
+
+def read_ledger_file(path: Path) -> dict[int, dict[str, Any]]:
+    """The blocks a ledger file records, by number (a torn last line, from a crash mid-write, is skipped)."""
+    out: dict[int, dict[str, Any]] = {}
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                doc = json.loads(line)
+                out[int(doc["block"])] = doc
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+def _last_in_file(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 4096))
+        tail = f.read().splitlines()
+    for line in reversed(tail):
+        try:
+            return int(json.loads(line)["block"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0
+
+
+class Publisher:
+    """Appends every sealed block's root to the ledger file (fsynced) and sends it to syslog, catching up on
+    blocks a crash sealed without writing them out."""
+
+    def __init__(self, ledger_file: str = "", syslog: str = "") -> None:
+        self.path = Path(ledger_file) if ledger_file else None
+        self.syslog: logging.Logger | None = None
+        if syslog:
+            if syslog.startswith("/"):
+                address: Any = syslog
+            else:
+                host, _, port = syslog.rpartition(":")
+                address = (host.strip("[]"), int(port))
+            handler = logging.handlers.SysLogHandler(address, facility=logging.handlers.SysLogHandler.LOG_AUTH,
+                                                     socktype=socket.SOCK_DGRAM)
+            handler.append_nul = False
+            handler.setFormatter(logging.Formatter("custos-ledger: %(message)s"))
+            self.syslog = logging.getLogger(f"custos.ledger.syslog.{id(self)}")
+            self.syslog.propagate = False
+            self.syslog.setLevel(logging.INFO)
+            self.syslog.addHandler(handler)
+
+    def publish(self, engine: Engine, fresh: Sequence[Block]) -> None:
+        if self.path is not None:
+            have = _last_in_file(self.path)
+            with engine.connect() as conn:
+                missing = list(blocks_after(conn, have))
+            if missing:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write("".join(json.dumps(b.line(), separators=(",", ":")) + "\n" for b in missing))
+                    f.flush()
+                    os.fsync(f.fileno())
+        if self.syslog is not None:
+            for b in fresh:
+                self.syslog.info(json.dumps(b.line(), separators=(",", ":")))
+
+    def close(self) -> None:
+        if self.syslog is not None:
+            for h in list(self.syslog.handlers):
+                h.close()
+                self.syslog.removeHandler(h)
+
+
+def seal(engine: Engine, publisher: Publisher, *, settle: float, max_records: int) -> list[Block]:
+    """Seal everything settled (in as many blocks as it takes) and publish the new roots."""
+    fresh: list[Block] = []
+    while (block := seal_once(engine, settle=settle, max_records=max_records)) is not None:
+        fresh.append(block)
+        if block.records < max_records:
+            break
+    publisher.publish(engine, fresh)
+    return fresh
