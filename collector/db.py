@@ -132,7 +132,7 @@ rule_state = Table(
     "rule_state",
     metadata,
     Column("rule_id", String(128), nullable=False),
-    Column("part", String(16), nullable=False),  # window | series | seen | steps | presence | mark
+    Column("part", String(16), nullable=False),  # window | series | seen | steps | presence | mark | trail | links
     Column("group_key", String(512), nullable=False),
     Column("data", Text, nullable=False),  # JSON, as rules/windows.py dumps it
     Column("updated_at", UtcDateTime(), nullable=False),
