@@ -93,7 +93,7 @@ def rank(reads: Reads, fraud_customer: IntArray, fraud_t: FloatArray, *, lookbac
     frauds = int((read_by_anyone & (hit_at < NO_HIT)).sum())
 
     hit_t = hit_at[c_of]
-    is_hit = first_t < hit_t
+    is_hit = (hit_t < NO_HIT) & (first_t < hit_t)
     if lookback is not None:
         is_hit &= hit_t - first_t <= lookback
     n = np.bincount(p_of, minlength=n_people)
