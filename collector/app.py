@@ -27,6 +27,7 @@ from collector import credentials
 from collector.api_schema import EVENTS_PATH, SECURITY, IngestAck, IngestRejection, Schemas
 from collector.config import CollectorConfig
 from collector.credentials import Principal
+from collector.fraud import business
 from collector.ingest import BatchError, BodyTooLarge, gunzip, parse_batch
 from collector.integrity_watch import IntegrityWatch
 from collector.metrics import Metrics
@@ -88,6 +89,7 @@ class App:
         self.rules = rule_runtime(config, engine)  # evaluates stored events in a worker (thread or process)
         self.metrics.watch_rules(self.rules)
         self.integrity = IntegrityWatch(engine, config) if config.integrity.enabled else None
+        self.hasher = config.customers.hasher()  # None: clear customer identifiers are refused, hashed ones kept
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):  # type: ignore[no-untyped-def]
@@ -130,15 +132,39 @@ class App:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def decoded(self, body: bytes, encoding: str) -> bytes:
+        """The body once decompressed, within the batch limit."""
+        if encoding in ("gzip", "x-gzip"):
+            return gunzip(body, self.max_batch)
+        if encoding not in ("", "identity"):
+            raise Unsupported(f"Content-Encoding {encoding!r} is not supported; send gzip or nothing")
+        if len(body) > self.max_batch:
+            raise BodyTooLarge(f"the body is over {self.max_batch} bytes; send smaller batches")
+        return body
+
+    def store_batch(self, events: list[tuple[int, Any]], agent: str, rejected: list[IngestRejection],
+                    repeats: int = 0, *, chained: bytes | None = None, refused: int = 0) -> IngestAck:
+        """Store checked events, given as (index in the batch, event); returns once they are durable.
+        `chained`: the batch as the agent sent it (decompressed), whose hash chain is then followed."""
+        try:
+            result = self.store.insert([ev for _, ev in events], agent=agent)
+        except (OperationalError, InterfaceError) as e:
+            raise _unavailable(e) from e
+        if self.integrity is not None and chained is not None:  # hash chain, heartbeats (integrity_watch.py)
+            self.integrity.on_ingest(agent, chained, events, result.inserted, refused)
+        duplicates = result.duplicates + repeats
+        if self.rules is not None and result.inserted:
+            self.rules.on_stored(len(result.inserted))  # only wakes the rule worker: cannot fail or block
+        m = self.metrics
+        m.events.labels("accepted").inc(len(result.inserted))
+        m.events.labels("duplicate").inc(duplicates)
+        m.events.labels("rejected").inc(len(rejected))
+        return IngestAck(accepted=len(result.inserted), duplicates=duplicates, rejected=rejected)
+
     def ingest(self, body: bytes, encoding: str, agent: str, *, business_only: bool = False) -> IngestAck:
         """Check and store one batch sent by the credential named `agent`; returns once what was accepted is
         durable. `business_only`: the credential is a business system's, which may send only business.* events."""
-        if encoding in ("gzip", "x-gzip"):
-            body = gunzip(body, self.max_batch)
-        elif encoding not in ("", "identity"):
-            raise Unsupported(f"Content-Encoding {encoding!r} is not supported; send gzip or nothing")
-        elif len(body) > self.max_batch:
-            raise BodyTooLarge(f"the body is over {self.max_batch} bytes; send smaller batches")
+        body = self.decoded(body, encoding)
         parsed = parse_batch(body, self.max_events)
         rejected = [IngestRejection(r.index, r.reason, r.id) for r in parsed.rejected]
         events = parsed.events
@@ -148,33 +174,30 @@ class App:
                          for i, ev in events if not ev.__struct_config__.tag.startswith("business.")]
             events = allowed
             rejected.sort(key=lambda r: r.index)
-        try:
-            result = self.store.insert([ev for _, ev in events], agent=agent)
-        except (OperationalError, InterfaceError) as e:
-            raise _unavailable(e) from e
-        if self.integrity is not None:  # each agent's hash chain and heartbeats (collector/integrity_watch.py)
-            self.integrity.on_ingest(agent, body, events, result.inserted, len(parsed.rejected))
-        duplicates = result.duplicates + parsed.repeats
-        if self.rules is not None and result.inserted:
-            self.rules.on_stored(len(result.inserted))  # only wakes the rule worker: cannot fail or block
-        m = self.metrics
-        m.events.labels("accepted").inc(len(result.inserted))
-        m.events.labels("duplicate").inc(duplicates)
-        m.events.labels("rejected").inc(len(rejected))
-        return IngestAck(accepted=len(result.inserted), duplicates=duplicates, rejected=rejected)
+        return self.store_batch(events, agent, rejected, parsed.repeats, chained=body, refused=len(parsed.rejected))
 
-    async def post_events(self, request: Request) -> Response:
-        who = await self.principal(request)
-        if who.kind not in ("agent", "source"):
-            raise HTTPException(403, "only agent credentials may send events; enroll one with `custos agents enroll`")
+    def ingest_business(self, body: bytes, encoding: str, source: str) -> IngestAck:
+        """Turn a batch of business records into business.* events (customer identifiers hashed here) and store
+        them; a bad record is refused on its own, with the field to fix."""
+        records = business.parse_records(self.decoded(body, encoding), self.max_events)
+        events, rejected = [], []
+        for i, record in enumerate(records):
+            converted = business.convert(record, source, self.hasher)
+            if converted.event is None:
+                rejected.append(IngestRejection(i, converted.reason))
+            else:
+                events.append((i, converted.event))
+        return self.store_batch(events, source, rejected)
+
+    async def receive(self, request: Request, handle: Callable[[bytes, str], IngestAck]) -> Response:
+        """Read a JSON body and hand it to `handle` off the event loop; refusals as problem documents."""
         media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         try:
             if media != "application/json":
                 raise Unsupported(f"Content-Type {media!r} is not supported; send application/json")
             body = await self.read_body(request)
             encoding = request.headers.get("content-encoding", "").strip().lower()
-            ack = await run_in_threadpool(
-                lambda: self.ingest(body, encoding, who.name, business_only=who.kind == "source"))
+            ack = await run_in_threadpool(handle, body, encoding)
         except BodyTooLarge as e:
             # Close the connection: what the client has not sent yet is not worth reading.
             return _problem(413, str(e), {"Connection": "close"})
@@ -185,6 +208,20 @@ class App:
         except ClientDisconnect:
             return _problem(400, "the client went away before sending the whole body")
         return Response(msgspec.json.encode(ack), media_type="application/json")
+
+    async def post_events(self, request: Request) -> Response:
+        who = await self.principal(request)
+        if who.kind not in ("agent", "source"):
+            raise HTTPException(403, "only agent credentials may send events; enroll one with `custos agents enroll`")
+        return await self.receive(request, lambda body, encoding: self.ingest(
+            body, encoding, who.name, business_only=who.kind == "source"))
+
+    async def post_business(self, request: Request) -> Response:
+        who = await self.principal(request)
+        if who.kind != "source":
+            raise HTTPException(403, "only business-source credentials may send business records; create one "
+                                     "with `custos sources enroll NAME`")
+        return await self.receive(request, lambda body, encoding: self.ingest_business(body, encoding, who.name))
 
     async def reader(self, request: Request) -> Principal:
         who = await self.principal(request)
@@ -223,20 +260,25 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
         503: problem("problem", "The database is unavailable; retry after Retry-After seconds"),
     }
 
+    def sending(schema: dict[str, Any], ack: str, not_a_batch: str) -> dict[str, Any]:
+        """The OpenAPI description of a route that receives a batch."""
+        return dict(
+            openapi_extra={"security": SECURITY,
+                           "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
+            responses={
+                200: schemas.json("ack", ack),
+                400: problem("problem", not_a_batch),
+                413: problem("problem", "Body too large, as sent or once decompressed"),
+                415: problem("problem", "Content-Type or Content-Encoding not supported"),
+                **auth_responses,
+            },
+        )
+
     @app.post(
         EVENTS_PATH,
         summary="Send a batch of events (agents)",
-        openapi_extra={
-            "security": SECURITY,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": schemas.ref("batch")}}},
-        },
-        responses={
-            200: schemas.json("ack", "Batch durable; refused events listed with their index and reason"),
-            400: problem("problem", "Not a batch: not JSON, not {\"events\": [...]}, or too many events"),
-            413: problem("problem", "Body too large, as sent or once decompressed"),
-            415: problem("problem", "Content-Type or Content-Encoding not supported"),
-            **auth_responses,
-        },
+        **sending(schemas.ref("batch"), "Batch durable; refused events listed with their index and reason",
+                  "Not a batch: not JSON, not {\"events\": [...]}, or too many events"),
     )
     async def post_events(request: Request) -> Response:
         started = time.perf_counter()
@@ -251,6 +293,15 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
         finally:
             state.metrics.batches.labels(str(status)).inc()
             state.metrics.ingest_seconds.observe(time.perf_counter() - started)
+
+    @app.post(
+        business.BUSINESS_EVENTS_PATH,
+        summary="Send business records: loans, contact changes, card bindings, device log-ins, confirmed fraud",
+        **sending(business.RECORDS_SCHEMA, "Records stored as events; refused records listed with their index and "
+                  "reason", "Not a batch: not JSON, not {\"records\": [...]}, or too many records"),
+    )
+    async def post_business(request: Request) -> Response:
+        return await state.post_business(request)
 
     @app.get(
         EVENTS_PATH,

@@ -95,39 +95,41 @@ def agents() -> None:
     """Agent credentials."""
 
 
-@agents.command("enroll")
-@click.argument("name")
-@pass_ctx
-def agents_enroll(ctx: Context, name: str) -> None:
-    """Create a credential for agent NAME; it is printed once, on the last line, and never stored."""
-    from collector import credentials
+def credential_commands(group: click.Group, kind: str, noun: str, enrolled: str) -> None:
+    """Add `enroll NAME`, `revoke NAME` and `list` for credentials of `kind` (agent, source) to `group`."""
 
-    token = credentials.create(ctx.engine(), name, "agent")
-    click.echo(f"agent {name} enrolled; put this credential in its agent.toml (collector -> token)"
-               " or CUSTOS_AGENT_TOKEN. It is not shown again:")
-    click.echo(token)
+    @group.command("enroll", help=f"Create a credential for {noun} NAME; it is printed once, on the last line, "
+                                  "and never stored.")
+    @click.argument("name")
+    @pass_ctx
+    def enroll(ctx: Context, name: str) -> None:
+        from collector import credentials
+
+        token = credentials.create(ctx.engine(), name, kind)  # type: ignore[arg-type]
+        click.echo(f"{noun} {name} enrolled; {enrolled}. It is not shown again:")
+        click.echo(token)
+
+    @group.command("revoke", help=f"Revoke {noun} NAME's credential; its next request is refused.")
+    @click.argument("name")
+    @pass_ctx
+    def revoke(ctx: Context, name: str) -> None:
+        from collector import credentials
+
+        credentials.revoke(ctx.engine(), name, kind)  # type: ignore[arg-type]
+        click.echo(f"{noun} {name} revoked")
+
+    @group.command("list", help=f"Enrolled {noun}s and whether they are revoked.")
+    @pass_ctx
+    def listing(ctx: Context) -> None:
+        from collector import credentials
+
+        for row in credentials.listing(ctx.engine(), kind):  # type: ignore[arg-type]
+            state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
+            click.echo(f"{row['name']:<32} {state}")
 
 
-@agents.command("revoke")
-@click.argument("name")
-@pass_ctx
-def agents_revoke(ctx: Context, name: str) -> None:
-    """Revoke agent NAME's credential; its next request is refused."""
-    from collector import credentials
-
-    credentials.revoke(ctx.engine(), name, "agent")
-    click.echo(f"agent {name} revoked")
-
-
-@agents.command("list")
-@pass_ctx
-def agents_list(ctx: Context) -> None:
-    """Enrolled agents and whether they are revoked."""
-    from collector import credentials
-
-    for row in credentials.listing(ctx.engine(), "agent"):
-        state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
-        click.echo(f"{row['name']:<32} {state}")
+credential_commands(agents, "agent", "agent", "put this credential in its agent.toml (collector -> token) or "
+                    "CUSTOS_AGENT_TOKEN")
 
 
 @cli.group()
@@ -180,6 +182,14 @@ from collector.ledger_cli import ledger_group, verify_command  # noqa: E402
 
 cli.add_command(verify_command)
 cli.add_command(ledger_group)
+
+# -- loan-fraud linkage (collector/fraud/cli.py) -----------------------------------------------------------------
+
+from collector.fraud.cli import import_group, investigate_group, sources_group  # noqa: E402
+
+cli.add_command(sources_group)
+cli.add_command(import_group)
+cli.add_command(investigate_group)
 
 # -- demo -------------------------------------------------------------------------------------------------------
 

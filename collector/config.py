@@ -3,6 +3,7 @@
     CUSTOS_DATABASE_URL   database -> url      (default sqlite:///custos.db, in the working directory)
     CUSTOS_LISTEN         server -> listen     (default 127.0.0.1:8600)
     CUSTOS_CONFIG         the file itself, when --config is not given
+    CUSTOS_CUSTOMER_KEY_SECRET  the customer-key HMAC key (as the proxy reads it), before customers -> key_file
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import msgspec
 
 from agent.config import Size, check_file, check_size, load_toml
 from collector.integrity_config import IntegritySection
+from agent.customer_keys import CustomerKeyHasher
+from agent.errors import ConfigError
 from collector.ui_config import NotifySection, WebSection, WeeklySection
 
 
@@ -70,6 +73,34 @@ class RulesSection(_Section):
     worker: Literal["thread", "process"] = "thread"  # a process of its own does not share ingest's interpreter
 
 
+class CustomersSection(_Section):
+    """The customer-key HMAC key business events and look-ups are hashed with: the proxy's, so both sides meet."""
+
+    key_file: str | None = None  # holds the key, as the proxy's customer_key_secret_file (bytes, outer space cut)
+
+    def __post_init__(self) -> None:
+        check_file(self, "key_file")
+
+    def hasher(self, env: Mapping[str, str] | None = None) -> CustomerKeyHasher | None:
+        """The hasher, from CUSTOS_CUSTOMER_KEY_SECRET (as the proxy reads it) or key_file; None when neither is
+        set (clear identifiers are then refused, hashed ones still accepted)."""
+        environ = os.environ if env is None else env
+        secret: bytes | None = None
+        if environ.get(SECRET_ENV):
+            secret = environ[SECRET_ENV].encode()
+        elif self.key_file:
+            try:
+                secret = Path(self.key_file).read_bytes().strip()
+            except OSError as e:
+                raise ConfigError(f"customers -> key_file: cannot read {self.key_file} ({e.strerror})") from e
+        if secret is None:
+            return None
+        try:
+            return CustomerKeyHasher(secret)
+        except ConfigError as e:
+            raise ConfigError(f"customers -> key_file ({SECRET_ENV}): {e}") from e
+
+
 class CollectorConfig(_Section):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
@@ -78,8 +109,10 @@ class CollectorConfig(_Section):
     weekly: WeeklySection = msgspec.field(default_factory=WeeklySection)
     notify: NotifySection = msgspec.field(default_factory=NotifySection)
     integrity: IntegritySection = msgspec.field(default_factory=IntegritySection)
+    customers: CustomersSection = msgspec.field(default_factory=CustomersSection)
 
 
+SECRET_ENV = "CUSTOS_CUSTOMER_KEY_SECRET"
 ENV_OVERRIDES = {
     "CUSTOS_DATABASE_URL": ("database", "url"),
     "CUSTOS_LISTEN": ("server", "listen"),

@@ -134,7 +134,7 @@ rule_state = Table(
     "rule_state",
     metadata,
     Column("rule_id", String(128), nullable=False),
-    Column("part", String(16), nullable=False),  # window | series | seen | steps | presence | mark
+    Column("part", String(16), nullable=False),  # window | series | seen | steps | presence | mark | trail | links
     Column("group_key", String(512), nullable=False),
     Column("data", Text, nullable=False),  # JSON, as rules/windows.py dumps it
     Column("updated_at", UtcDateTime(), nullable=False),
@@ -409,4 +409,30 @@ job_cursors = Table(
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+
+# -- loan-fraud linkage (migration 0006) --------------------------------------------------------------------------
+
+customer_reads = Table(
+    "customer_reads",
+    metadata,
+    Column("customer_key", String(64), nullable=False),  # HMAC of the customer identifier
+    Column("event_seq", BigInteger, nullable=False),  # the db.query in `events` (who, statement, rows)
+    Column("ts", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("customer_key", "event_seq", name="pk_customer_reads"),
+    Index("ix_customer_reads_ts", "ts"),
+)
+
+customer_hits = Table(
+    "customer_hits",
+    metadata,
+    Column("customer_key", String(64), nullable=False),
+    Column("event_seq", BigInteger, nullable=False),  # the business.* event in `events`
+    Column("ts", UtcDateTime(), nullable=False),
+    Column("kind", String(64), nullable=False),  # business.fraud_confirmed, business.loan_application, …
+    Column("ref", String(256), nullable=True),  # case id of a fraud, application id of a loan
+    PrimaryKeyConstraint("customer_key", "event_seq", name="pk_customer_hits"),
+    Index("ix_customer_hits_kind_ts", "kind", "ts"),
+    Index("ix_customer_hits_ref", "ref"),
 )

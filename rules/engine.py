@@ -131,7 +131,9 @@ class Engine:
             try:
                 if ev.accepts(f):
                     alert = ev.observe(f, state)
-                    if alert is not None:
+                    if isinstance(alert, list):  # a rule about customers can complete several people's alerts
+                        out.extend(alert)
+                    elif alert is not None:
                         out.append(alert)
             except Exception:  # noqa: BLE001 - one rule's bug must not stop the others or the stream
                 self.errors[ev.id] += 1

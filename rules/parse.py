@@ -17,6 +17,7 @@ from rules.errors import RuleProblems, RuleSyntaxError
 from rules.kinds.absence import AbsenceRule
 from rules.kinds.baseline import BaselineRule
 from rules.kinds.first_seen import FirstSeenRule
+from rules.kinds.linkage import LinkageRule
 from rules.kinds.match import MatchRule
 from rules.kinds.need_to_know import NeedToKnowRule
 from rules.kinds.sequence import SequenceRule
@@ -33,6 +34,7 @@ RULE_KINDS: dict[str, type[Rule]] = {
     "sequence": SequenceRule,
     "need_to_know": NeedToKnowRule,
     "absence": AbsenceRule,
+    "linkage": LinkageRule,
 }
 COMMON = {"id", "title", "description", "severity", "tags", "kind", "events", "filter", "group_by", "suppress",
           "allow", "include_system", "enabled", "summary", "tests"}

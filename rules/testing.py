@@ -8,6 +8,7 @@ A test event is a mapping; everything has a default so that a case says only wha
       rows: 6000                    # payload.rows
       classes: [card_number]        # db.query: sensitive_classes; file.export: counts (`{card_number: 120}`)
       customers: 40                 # 40 customer keys c1…c40 (or a list of names; `customers_from: 100`)
+      customer: c7                  # business.* events: the customer the record is about (payload.customer_key)
       tables: [public.cards]        # tables_read
       repeat: 10                    # the same event 10 times, `every: 1m` apart
       payload: {…}                  # any other payload field; actor:, source:, host: as in the event schema
@@ -108,11 +109,14 @@ def build_events(specs: Iterable[Mapping[str, Any]], start: dt.datetime = BASE_T
         actor = dict(spec.pop("actor", {}) or {})
         if who is not None:
             actor.setdefault("db_user" if kind in _DB_KINDS else "os_user", who)
-        source = spec.pop("source", {"type": "proxy" if kind in _DB_KINDS else "staff", "name": "test"})
+        default_type = "proxy" if kind in _DB_KINDS else "business" if kind.startswith("business.") else "staff"
+        source = spec.pop("source", {"type": default_type, "name": "test"})
         host = spec.pop("host", "ws-test")
         start_key = int(spec.pop("customers_from", 1))
         if "customers" in spec:
             payload["customer_keys"] = _customer_keys(spec.pop("customers"), start_key)
+        if "customer" in spec:
+            payload["customer_key"] = test_key(str(spec.pop("customer")))
         if "rows" in spec:
             payload["rows"] = spec.pop("rows")
         if "tables" in spec:
@@ -145,6 +149,16 @@ def _payload_defaults(kind: str, n: int) -> dict[str, Any]:
         return {"path": f"/home/u/export{n}.csv", "action": "created", "size": 1000, "destination": "local"}
     if kind == "device.mount":
         return {"action": "added", "mount_point": "/media/usb"}
+    if kind == "business.loan_application":
+        return {"application_id": f"L{n}"}
+    if kind == "business.contact_change":
+        return {"field": "phone"}
+    if kind == "business.fraud_confirmed":
+        return {"case_id": f"FR-{n}", "confirmed_on": "2026-03-02"}
+    if kind == "business.device_login":
+        return {"device_id": f"dev-{n}"}
+    if kind == "business.card_binding":
+        return {"action": "bind"}
     if kind == "agent.heartbeat":
         return {"version": "test", "uptime_s": 1.0, "spool_depth": 0, "spool_bytes": 0, "dropped": 0,
                 "dead_lettered": 0}

@@ -253,6 +253,60 @@ class Mark:
         return cls(doc)
 
 
+class Trail:
+    """For a linkage rule, one customer's trail: who read them and when, what hit them (a loan from a new device,
+    confirmed fraud) and their contact changes. Reads are kept per reader, a few of the latest each."""
+
+    __slots__ = ("reads", "hits", "contacts")
+
+    def __init__(self) -> None:
+        self.reads: dict[str, list[tuple[float, str]]] = {}  # reader → [(time, event id)], by time
+        self.hits: list[tuple[float, str, str]] = []  # (time, what, event id)
+        self.contacts: list[float] = []
+
+    def newest(self) -> float:
+        times = [r[-1][0] for r in self.reads.values() if r] + [h[0] for h in self.hits] + self.contacts
+        return max(times, default=0.0)
+
+    def prune(self, before: float) -> None:
+        self.reads = {w: kept for w, r in self.reads.items() if (kept := [x for x in r if x[0] >= before])}
+        self.hits = [h for h in self.hits if h[0] >= before]
+        self.contacts = [c for c in self.contacts if c >= before]
+
+    def dump(self) -> Any:
+        return {"r": self.reads, "h": self.hits, "c": self.contacts}
+
+    @classmethod
+    def load(cls, doc: Any) -> Trail:
+        t = cls()
+        t.reads = {w: [(float(a), str(e)) for a, e in r] for w, r in doc["r"].items()}
+        t.hits = [(float(a), str(w), str(e)) for a, w, e in doc["h"]]
+        t.contacts = [float(c) for c in doc["c"]]
+        return t
+
+
+class Links:
+    """For a linkage rule, one person's linked customers: customer key → (read time, hit time, what hit them,
+    read event id, hit event id); and the severity last alerted, with when."""
+
+    __slots__ = ("links", "fired", "fired_at")
+
+    def __init__(self) -> None:
+        self.links: dict[str, tuple[float, float, str, str, str]] = {}
+        self.fired: str | None = None
+        self.fired_at: float | None = None
+
+    def dump(self) -> Any:
+        return {"l": self.links, "f": self.fired, "a": self.fired_at}
+
+    @classmethod
+    def load(cls, doc: Any) -> Links:
+        x = cls()
+        x.links = {k: (float(r), float(h), str(w), str(re), str(he)) for k, (r, h, w, re, he) in doc["l"].items()}
+        x.fired, x.fired_at = doc["f"], doc["a"]
+        return x
+
+
 PARTS: dict[str, type[Any]] = {
     "window": Window,
     "series": Series,
@@ -260,4 +314,6 @@ PARTS: dict[str, type[Any]] = {
     "steps": Steps,
     "presence": Presence,
     "mark": Mark,
+    "trail": Trail,
+    "links": Links,
 }

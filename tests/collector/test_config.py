@@ -27,7 +27,7 @@ BAD_VALUES = [
     ('[database]\nurl = "mysql://custos:s3cret@db/custos"', "database -> url: must be a URL such as"),
     ("[server]\nport = 8600", "server -> port: unknown key; the keys here are listen, max_batch_bytes"),
     ("[servers]\nlisten = 1",
-     "servers: unknown key; the keys here are database, integrity, notify, rules, server, web, weekly"),
+     "servers: unknown key; the keys here are customers, database, integrity, notify, rules, server, web, weekly"),
     ('[integrity]\nmax_clock_skew = "soon"', 'integrity -> max_clock_skew: must be a duration such as "30s"'),
     ('[integrity]\nupstreams = ["db01"]', "integrity -> upstreams: 'db01' must be host:port"),
     ("[integrity]\nsilent_after_beats = 0", "integrity -> silent_after_beats: must be 1 or more"),
@@ -121,3 +121,19 @@ def test_a_busy_port_and_a_wrong_key_are_one_line(sqlite_url: str, tmp_path: Pat
     path.write_text(f'[server]\nlisten = "127.0.0.1:0"\ntls_cert = "{tls.cert}"\ntls_key = "{other.key}"\n')
     _one_line(_custos("--config", str(path), "serve", cwd=tmp_path, CUSTOS_DATABASE_URL=sqlite_url),
               "server -> tls_cert, tls_key: cannot use", "docs/tls.md")
+
+
+def test_the_customer_key_comes_from_the_environment_before_the_key_file(tmp_path: Path) -> None:
+    from agent.customer_keys import CustomerKeyHasher
+    from collector.config import CustomersSection
+
+    key = tmp_path / "key"
+    key.write_bytes(b"file-key-of-at-least-16-bytes\n")
+    section = CustomersSection(key_file=str(key))
+    assert section.hasher(env={}).hash("42") == CustomerKeyHasher(b"file-key-of-at-least-16-bytes").hash("42")
+    from_env = section.hasher(env={"CUSTOS_CUSTOMER_KEY_SECRET": "env-key-of-at-least-16-bytes"})
+    assert from_env.hash("42") == CustomerKeyHasher(b"env-key-of-at-least-16-bytes").hash("42")
+    assert CustomersSection().hasher(env={}) is None
+    key.write_bytes(b"short")
+    with pytest.raises(ConfigError, match="customers -> key_file"):
+        section.hasher(env={})

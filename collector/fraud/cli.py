@@ -1,0 +1,134 @@
+"""`custos sources …`, `custos import business-events`, `custos investigate …` and `custos evidence export`."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import sys
+from pathlib import Path
+
+import click
+
+from agent.errors import CustosError
+from collector.cli import Context, credential_commands, pass_ctx
+
+MAX_ERRORS_SHOWN = 50
+
+
+@click.group("sources")
+def sources_group() -> None:
+    """Credentials of business systems (lending, core banking) that send business records."""
+
+
+credential_commands(sources_group, "source", "business source", "it may POST /api/v1/business-events with "
+                    "this credential (Authorization: Bearer …)")
+
+
+@click.group("import")
+def import_group() -> None:
+    """Import records from files."""
+
+
+@import_group.command("business-events")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", default="import", show_default=True,
+              help="Name the records are stored under (as a source credential's name would be).")
+@pass_ctx
+def import_business(ctx: Context, path: Path, source: str) -> None:
+    """Import business records from a CSV file with a header row: type, ts, ref, customer or customer_key, and
+    the fields of the record type (application_id, amount, new_device, case_id …; see docs/fraud.md). Customer
+    identifiers in clear are hashed with the customer key before anything is stored. Valid rows are stored even
+    when others are refused; exits 1 when any row was refused."""
+    from collector.fraud.business import convert
+    from collector.store import EventStore
+
+    hasher = ctx.config.customers.hasher()
+    events, errors = [], []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "type" not in reader.fieldnames:
+                raise CustosError(f"{path}: the first row must be a header naming the columns, with at least "
+                                  "type, ts and customer or customer_key")
+            for row in reader:
+                if None in row:
+                    errors.append(f"{path}:{reader.line_num}: more values than the header has columns")
+                    continue
+                converted = convert({k.strip(): (v or "").strip() for k, v in row.items()}, source, hasher)
+                if converted.event is None:
+                    errors.append(f"{path}:{reader.line_num}: {converted.reason}")
+                else:
+                    events.append(converted.event)
+    except UnicodeDecodeError as e:
+        raise CustosError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8 CSV") from e
+    result = EventStore(ctx.engine()).insert(events, agent=source) if events else None
+    stored = len(result.inserted) if result else 0
+    for line in errors[:MAX_ERRORS_SHOWN]:
+        click.echo(line, err=True)
+    if len(errors) > MAX_ERRORS_SHOWN:
+        click.echo(f"… and {len(errors) - MAX_ERRORS_SHOWN} more refused rows", err=True)
+    click.echo(f"{stored} records stored, {len(events) - stored} already stored, {len(errors)} refused")
+    if errors:
+        sys.exit(1)
+
+
+def when(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """`90d`, `12h` (that long ago) or a date or time (UTC when no zone is given)."""
+    from agent.units import parse_duration
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    text = text.strip()
+    if text and text[-1] in "smhdw" and text[:-1].replace(".", "", 1).isdigit():
+        return now - dt.timedelta(seconds=parse_duration(text))
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give a span back from now (90d, 12h) or a date such as 2026-09-01")
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+@click.group("investigate")
+def investigate_group() -> None:
+    """Investigations: who was the common point of compromise of fraud victims; who read a customer."""
+
+
+@investigate_group.command("cpc")
+@click.option("--since", default="90d", show_default=True,
+              help="Confirmed frauds from this time: a span back from now (90d) or a date.")
+@click.option("--until", default=None, help="… to this time (default: now).")
+@click.option("--lookback", default="30d", show_default=True,
+              help="Reads count when they came at most this long before the fraud.")
+@click.option("--top", default=20, show_default=True, help="People shown.")
+@click.option("--alert-below", default=1e-6, show_default=True,
+              help="Raise an alert for each person whose adjusted p-value is below this (0: none).")
+@pass_ctx
+def investigate_cpc(ctx: Context, since: str, until: str | None, lookback: str, top: int,
+                    alert_below: float) -> None:
+    """Rank the staff whose reads cover the customers confirmed as fraud victims far more often than chance:
+    customers read (n), of them hit (k), share of all hit customers, lift over the base rate, the
+    hypergeometric p-value and the same adjusted for the number of people ranked (Bonferroni)."""
+    from agent.units import parse_duration
+    from collector.fraud.investigate import cpc, raise_cpc_alerts
+
+    engine = ctx.engine()
+    report = cpc(engine, when(since), when(until) if until else dt.datetime.now(dt.timezone.utc),
+                 lookback=dt.timedelta(seconds=parse_duration(lookback)), top=top)
+    click.echo(f"{report.frauds} customers confirmed as fraud victims between {report.since:%Y-%m-%d %H:%M} and "
+               f"{report.until:%Y-%m-%d %H:%M} UTC, among {report.population} customers read by {report.people} "
+               f"people (reads up to {lookback} before the fraud)")
+    if not report.rows or not report.frauds:
+        click.echo("nothing to rank")
+        return
+    click.echo(f"{'#':>3}  {'person':<28} {'team':<14} {'read':>7} {'hit':>5} {'share':>6} {'lift':>7} "
+               f"{'p':>9} {'p_adj':>9}  reads of hit customers")
+    for i, r in enumerate(report.rows, 1):
+        span = ""
+        if r.hits:
+            span = (f"{min(h.read_at for h in r.hits):%Y-%m-%d %H:%M} … "
+                    f"{max(h.read_at for h in r.hits):%Y-%m-%d %H:%M}")
+        click.echo(f"{i:>3}  {r.name[:28]:<28} {(r.team or '-')[:14]:<14} {r.read:>7} {r.hit:>5} "
+                   f"{r.share:>6.1%} {r.lift:>7.1f} {r.p:>9.1e} {r.p_adj:>9.1e}  {span}")
+    if alert_below > 0:
+        raised = raise_cpc_alerts(engine, report, alert_below)
+        if raised:
+            click.echo(f"{len(raised)} alert(s) raised: custos.common_point_of_compromise")
