@@ -303,6 +303,14 @@ def test_pg_without_a_reachable_server_is_refused_before_anything_is_made(tmp_pa
     assert not list(tmp_path.iterdir())  # refused before anything was made
 
 
+@pytest.mark.parametrize("dsn, says", [("dbname=postgres user=postgres", "must name one TCP host"),
+                                       ("postgresql://postgres@127.0.0.1:notaport/x", "not a DSN of one server")])
+def test_pg_naming_no_tcp_server_is_refused_before_anything_is_made(tmp_path: Path, dsn: str, says: str) -> None:
+    with pytest.raises(DemoError, match=says):
+        run_demo(seed=1, serve=False, workdir=tmp_path, out=io.StringIO(), start=START, pg=dsn)
+    assert not list(tmp_path.iterdir())
+
+
 # -- --pg: the database part through the real proxy ------------------------------------------------------------
 
 

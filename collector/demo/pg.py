@@ -27,7 +27,7 @@ from collector.demo.bank import DemoBank, DemoError
 from collector.demo.pg_proxy import AGENT_ID, ProxyRun, redate
 from collector.demo.pg_statements import sent_by_a_client
 from collector.demo.pg_tables import (DATABASE, BankDatabase, create_bank_database, customer_numbers,
-                                      ensure_account_roles, first_line)
+                                      ensure_account_roles, first_line, server_address)
 from collector.demo.progress import Progress
 
 
@@ -38,9 +38,10 @@ def redact(dsn: str) -> str:
 
 
 def check_pg(dsn: str) -> None:
-    """Refuse --pg unless PostgreSQL answers at `dsn`."""
+    """Refuse --pg unless `dsn` names a server over TCP and PostgreSQL answers there."""
     import psycopg
 
+    server_address(dsn)
     try:
         with psycopg.connect(dsn, connect_timeout=5) as conn:
             conn.execute("SELECT 1")
@@ -91,6 +92,8 @@ def run_through_proxy(dsn: str, bank: DemoBank, workdir: Path, progress: Progres
             for e in events:
                 if sent_by_a_client(e):
                     run.send(e, numbers, e.actor.db_user if e.actor.db_user in accounts else None)
+                    if run.sent % 250 == 0:
+                        progress.count("proxy", bank.day_label(day), run.sent, total, "statements")
             progress.count("proxy", bank.day_label(day), run.sent, total, "statements", line=True)
         pairs = run.collect()
         pid = run.child.proc.pid if run.child is not None else 0

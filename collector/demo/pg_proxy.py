@@ -128,7 +128,9 @@ class ProxyRun:
             import psycopg
             from psycopg.conninfo import make_conninfo
 
-            extra: dict[str, Any] = {"host": "127.0.0.1", "port": self.port, "application_name": app}
+            # The loopback leg is plain text: the demo's proxy ends no TLS (its upstream leg is the DSN's server).
+            extra: dict[str, Any] = {"host": "127.0.0.1", "port": self.port, "application_name": app,
+                                     "sslmode": "disable"}
             if user is not None:
                 extra.update(user=user, password=self.passwords[user])
             try:

@@ -73,12 +73,18 @@ class BankDatabase:
 
 def server_address(dsn: str) -> tuple[str, int]:
     """(host, port) of the server a DSN names: the proxy's upstream."""
-    info = conninfo_to_dict(dsn)
-    host = str(info.get("host") or info.get("hostaddr") or "")
-    if not host or host.startswith("/"):
-        raise DemoError(f"--pg: the DSN must name a TCP host (such as postgresql://postgres@127.0.0.1:5432/postgres), "
-                        f"not a Unix socket: the proxy listens and forwards over TCP")
-    return host, int(info.get("port") or 5432)
+    import psycopg
+
+    example = "such as postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        info = conninfo_to_dict(dsn)
+        host, port = str(info.get("host") or info.get("hostaddr") or ""), int(info.get("port") or 5432)
+    except (psycopg.Error, ValueError) as e:
+        raise DemoError(f"--pg: not a DSN of one server ({first_line(e)}); give one {example}") from e
+    if not host or host.startswith("/") or "," in host:
+        raise DemoError(f"--pg: the DSN must name one TCP host ({example}), not a Unix socket or a list: the proxy "
+                        "listens and forwards over TCP")
+    return host, port
 
 
 def customer_numbers() -> dict[str, int]:
