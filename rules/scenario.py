@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import hmac
 import random
 import uuid
 import zoneinfo
@@ -28,11 +27,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.customer_keys import CustomerKeyHasher
 from agent.events import (Actor, AgentHeartbeat, DbQuery, DbQueryPayload, DbSession, DbSessionPayload, Envelope,
                           FileExport, FileExportPayload, HeartbeatPayload, ProcessInfo, Source)
 from rules.identity import Person
 
 DEMO_KEY = b"custos-demo-customer-key"
+_DEMO_HASHER = CustomerKeyHasher(DEMO_KEY)
 TZ = zoneinfo.ZoneInfo("Europe/Vilnius")  # the bank's zone; its calendars (CONTEXT) say the same
 TEAMS = {"loans": 14, "call_centre": 14, "risk": 9, "it": 8, "collections": 10}  # + one manager each: 60
 FIRST = ["Ona", "Jonas", "Lina", "Tomas", "Rasa", "Marius", "Eva", "Paulius", "Ieva", "Darius", "Agne", "Karolis",
@@ -52,9 +53,15 @@ STAFF_AGENT = Source(type="staff", name="workstation")
 LENDING = Source(type="business", name="lending")
 
 
+def customer_number(i: int) -> str:
+    """Customer number i as the bank writes it (`CUST0000042`): the demo database's `customers.customer_id`."""
+    return f"CUST{i:07d}"
+
+
 def customer_key(i: int) -> str:
-    """The keyed hash of customer number i (as the proxy would report it with the demo key)."""
-    return hmac.new(DEMO_KEY, f"CUST{i:07d}".encode(), hashlib.sha256).hexdigest()
+    """The keyed hash of customer number i, as the proxy reports it with the demo key (the normalised
+    identifier, `agent.customer_keys`, under HMAC-SHA256)."""
+    return _DEMO_HASHER.hash(customer_number(i))
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,12 @@ The stages, each a module:
         result = outcome(bank, read_alerts(site.db), kinds)   # outcome.py: alerts against the ground truth
         print_outcome(out, result)
     # run.py: the order of it all, the weekly summaries, serving until Ctrl-C; extras.py: the parts found only
-    # when this checkout has them (web UI users, weekly summaries, business intake); pg.py: --pg.
+    # when this checkout has them (web UI users, weekly summaries, business intake); pg.py: --pg, the database
+    # part through the real proxy (pg_tables.py: the bank's tables; pg_statements.py: the real statements;
+    # pg_proxy.py: the proxy process, its events tied to the scenario and re-dated).
 
-Customer identifiers exist in clear nowhere: events carry them as keyed hashes, as real sensors do.
+Customer identifiers are nowhere in clear in custos: events carry them as keyed hashes, as real sensors do (with
+--pg they are in clear only in the bank's own demo database, where the proxy hashes them).
 """
 
 from __future__ import annotations

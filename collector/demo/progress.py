@@ -43,14 +43,22 @@ class Progress:
         filled = WIDTH * done // max(total, 1)
         stored = WIDTH * counts.stored // max(total, 1) - filled
         bar = "#" * filled + "=" * max(stored, 0)
-        text = (f"[{self.n + 1}/{self.steps}] {name:<10} {label:<10} [{bar:-<{WIDTH}}] shipped {counts.shipped:,}"
-                f"/{total:,}  stored {counts.stored:,}  evaluated {counts.evaluated:,}  alerts {counts.alerts}")
+        self._draw(f"[{self.n + 1}/{self.steps}] {name:<10} {label:<10} [{bar:-<{WIDTH}}] shipped {counts.shipped:,}"
+                   f"/{total:,}  stored {counts.stored:,}  evaluated {counts.evaluated:,}  alerts {counts.alerts}",
+                   line)
+
+    def count(self, name: str, label: str, done: int, total: int, what: str, *, line: bool = False) -> None:
+        """A bar of one count (such as statements run), drawn like `bar`."""
+        if not (self.tty or line):
+            return
+        bar = "#" * (WIDTH * done // max(total, 1))
+        self._draw(f"[{self.n + 1}/{self.steps}] {name:<10} {label:<10} [{bar:-<{WIDTH}}] {what} {done:,}/{total:,}",
+                   line)
+
+    def _draw(self, text: str, line: bool) -> None:
         if self.tty:
-            self.out.write("\r\x1b[2K" + text)
-            self._drawn = True
-            if line:
-                self.out.write("\n")
-                self._drawn = False
+            self.out.write("\r\x1b[2K" + text + ("\n" if line else ""))
+            self._drawn = not line
         else:
             self.out.write(text + "\n")
         self.out.flush()

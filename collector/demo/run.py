@@ -16,12 +16,12 @@ from typing import IO
 from collector.demo import extras
 from collector.demo.bank import AGENTS, DemoBank, DemoError, build_bank
 from collector.demo.outcome import Outcome, outcome, print_outcome, read_alerts
-from collector.demo.pg import check_pg
+from collector.demo.pg import ProxyPart, check_pg, run_through_proxy
 from collector.demo.progress import Progress
 from collector.demo.replay import replay
-from collector.demo.site import ANALYST_TOKEN, Site
+from collector.demo.site import ANALYST_TOKEN, Site, child_env
 
-STEPS = 6  # bank, database, collector, agents, replay, rules
+STEPS = 6  # bank, database, collector, agents, replay, rules; with --pg also postgres and proxy
 
 
 @contextmanager
@@ -61,10 +61,14 @@ def run_demo(*, seed: int = 1, serve: bool = True, workdir: Path | None = None, 
     if unknown:
         raise DemoError(f"--without-rule {', '.join(unknown)}: no such rule; `custos rules lint` lists them")
     bank = build_bank(seed, start)
-    progress = Progress(out, STEPS)
+    progress = Progress(out, STEPS + (2 if pg is not None else 0))
     with workdir_for(workdir) as (where, temporary):
-        out.write(f"custos demo: a bank in a box — a collector and {len(AGENTS)} agents on this machine, in {where}\n")
+        out.write(f"custos demo: a bank in a box — a collector and {len(AGENTS)} agents on this machine, in {where}"
+                  + ("; the database part through the PostgreSQL proxy" if pg is not None else "") + "\n")
         progress.step("bank", describe_bank(bank) + (f"; left out: {', '.join(without)}" if without else ""))
+        through: ProxyPart | None = None
+        if pg is not None:
+            through = run_through_proxy(pg, bank, where, progress, child_env())
         with Site(where, bank, progress, without=without) as site:
             counts = replay(site, bank, progress, timeout)
             progress.step("replay", f"{bank.days} days: {counts.stored:,} events shipped and stored")
@@ -73,6 +77,8 @@ def run_demo(*, seed: int = 1, serve: bool = True, workdir: Path | None = None, 
             kinds = extras.rule_kinds([site.rules_dir])
             result = outcome(bank, read_alerts(site.db), kinds)
             print_outcome(out, result)
+            if through is not None:
+                out.write(f"\n{through.describe()}\n")
             _weekly(site, bank, out, temporary and not serve)
             ok = result.all_found and counts.stored == bank.total
             verdict = "every planted scenario was found" if result.all_found else "NOT every planted scenario was found"

@@ -77,6 +77,15 @@ def poll(condition: Callable[[], Any], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
+def child_env() -> dict[str, str]:
+    """The environment of the demo's processes: ours without CUSTOS_* settings, and this same code on the path
+    (installed or not)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOS_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
 class SpoolFeed:
     """Events into an agent's on-disk spool, as its sensors would write them; the running agent ships them."""
 
@@ -111,9 +120,7 @@ class Site:
         self.business_records = False
         self.http: httpx.Client | None = None
         self.db: Any = None
-        root = str(Path(__file__).resolve().parents[2])  # so that children run this same code, installed or not
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOS_")}
-        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        self.env = child_env()
 
     def __enter__(self) -> Site:
         try:
