@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
 
 import msgspec
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -396,11 +397,18 @@ class RefuseNul:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and (b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", "")):
-            where = "path" if "\x00" in scope.get("path", "") else "query"
-            body = {"detail": f"{where}: holds a NUL character (%00); no parameter may contain one"}
+            body = {"detail": f"{_nul_holder(scope)}: holds a NUL character (%00); no parameter may contain one"}
             await JSONResponse(body, status_code=422)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _nul_holder(scope: Any) -> str:
+    """The name of the first query parameter whose name or value holds a NUL, else "path"."""
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return next((k.replace("\x00", "") or "query" for k, v in pairs if "\x00" in k + v), "query")
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
