@@ -343,7 +343,8 @@ def test_demo_with_pg_finds_every_planted_insider_through_the_real_proxy(through
     assert false_alerts(out) <= 2
     sent = len(client_statements(bank))
     assert f"the database part ran through the real proxy: {sent:,} statements against custos_demo" in out
-    assert re.search(rf"^\[3/8\] proxy +{sent:,} statements sent through custos-agent proxy \(pid \d+\)", out, re.M), out
+    assert re.search(rf"^\[3/8\] proxy +{sent:,} statements sent through custos-agent proxy \(pid \d+\)", out,
+                     re.M), out
     assert all(gone(pid) for pid in started_pids(out)), "the demo left processes running"
 
 

@@ -2,9 +2,10 @@
 each generated `db.query` of the bank sent through it as its real statement (collector/demo/pg_statements.py),
 and the proxy's own events read back from its spool, tied to their scenario statements and re-dated.
 
-    with ProxyRun(workdir, database, passwords, progress) as run:   # the proxy process, listening
-        run.send(event, numbers)                                      # in the bank's order, waiting for each answer
-        events = run.collect()                                        # scenario event id → the proxy's, re-dated
+    with ProxyRun(workdir, database, passwords, env) as run:   # the proxy process, listening
+        run.send(event, numbers, account)                       # in the bank's order, waiting for each answer
+        pairs = run.collect()                                   # (scenario event, the proxy's event of it)
+    redate(proxy_event, scenario_event)                         # at the simulated moment and desk, checked
 
 Ties: each statement goes over the connection of its account and program, one at a time, and the proxy writes a
 connection's statements in the order they completed; so the n-th `db.query` the proxy wrote for a client port is
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,18 +96,16 @@ class ProxyRun:
         self.close()
 
     def start(self) -> None:
-        config = self.config
-        # The bulk reads of the bank touch up to 3,000 customers in one statement: keep every hash.
-        section = {"type": "proxy", "customer_keys": CUSTOMER_KEYS, "customer_keys_cap": KEYS_CAP,
-                   "sensitive": SENSITIVE}
-        config.write_text(
+        sensitive = ", ".join(f"{_toml(column)} = {_toml(cls)}" for column, cls in SENSITIVE.items())
+        self.config.write_text(
             "# custos demo --pg: the proxy in front of the demo database; its spool is read back by the demo\n"
             f"agent_id = {_toml(AGENT_ID)}\n[spool]\ndir = {_toml(str(self.spool_dir))}\n"
-            f'[heartbeat]\ninterval = "0"\n[sources.{PROXY.name}]\n'
-            + "".join(f"{k} = {_toml(v)}\n" for k, v in section.items() if k != "sensitive")
-            + "sensitive = {" + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in SENSITIVE.items()) + "}\n")
+            f'[heartbeat]\ninterval = "0"\n\n[sources.{PROXY.name}]\ntype = "proxy"\n'
+            f"customer_keys = {_toml(CUSTOMER_KEYS)}\n"
+            "# the bank's bulk reads touch up to 3,000 customers in one statement: keep every hash\n"
+            f"customer_keys_cap = {KEYS_CAP}\nsensitive = {{{sensitive}}}\n")
         upstream = f"{self.database.host}:{self.database.port}"
-        self.child = Child("pg-proxy", [sys.executable, "-m", "agent", "-v", "proxy", "--config", str(config),
+        self.child = Child("pg-proxy", [sys.executable, "-m", "agent", "-v", "proxy", "--config", str(self.config),
                                         "--listen", self.listen, "--upstream", upstream, "--name", PROXY.name,
                                         "--no-ship"], self.env, self.workdir)
         poll(lambda: self._listening() or not self.child.alive(), 60, "the proxy to listen")  # type: ignore[union-attr]
@@ -174,7 +172,7 @@ class ProxyRun:
         try:
             def more() -> bool:
                 batch = spool.peek(5000)
-                written.extend(e for e in (decode(b.body) for b in batch if b.body.startswith(_QUERY)))  # type: ignore[misc]
+                written.extend(decode(b.body) for b in batch if b.body.startswith(_QUERY))  # type: ignore[misc]
                 spool.ack([b.seq for b in batch])
                 self.check()
                 return len(written) >= self.sent

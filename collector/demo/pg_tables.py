@@ -43,7 +43,8 @@ INSERT INTO customers
 SELECT i, 'CUST' || lpad(i::text, 7, '0'),
        (%(first)s::text[])[1 + i %% cardinality(%(first)s::text[])] || ' '
            || (%(last)s::text[])[1 + (i * 7) %% cardinality(%(last)s::text[])],
-       (3 + i %% 2)::text || to_char(date '1940-01-01' + (i * 37) %% 25000, 'YYMMDD') || lpad((i %% 10000)::text, 4, '0'),
+       (3 + i %% 2)::text || to_char(date '1940-01-01' + (i * 37) %% 25000, 'YYMMDD')
+           || lpad((i %% 10000)::text, 4, '0'),
        '+3706' || lpad(((i * 7919) %% 10000000)::text, 7, '0'),
        (1 + i %% 120)::text || ' ' || (ARRAY['Gedimino pr.', 'Pylimo g.', 'Savanoriu pr.', 'Laisves al.',
            'Taikos pr.', 'Zalgirio g.'])[1 + i %% 6] || ', ' || (ARRAY['Vilnius', 'Kaunas', 'Klaipeda',
