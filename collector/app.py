@@ -376,6 +376,9 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
             # Every 422 this app sends is one line naming the parameter (the handler below), never FastAPI's list.
             for path in doc.get("paths", {}).values():
                 for operation in path.values():
+                    for parameter in operation.get("parameters", []) if isinstance(operation, dict) else ():
+                        if parameter.get("in") == "query":  # as RefuseNul does
+                            _refuse_nul(parameter.get("schema", {}))
                     answer = operation.get("responses", {}).get("422") if isinstance(operation, dict) else None
                     if answer is not None:
                         answer["content"] = {"application/json": {"schema": schemas.ref("problem")}}
@@ -389,24 +392,35 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
 
 
 class RefuseNul:
-    """Answers 422 to a request whose path or query holds a NUL character (`%00`), whatever the route: no text
-    column of PostgreSQL can hold one, so such a value could only fail later, inside a query, as a server error."""
+    """Refuses a request whose query or path holds a NUL character (`%00`), whatever the route: no text column
+    of PostgreSQL can hold one, so such a value could only fail later, inside a query, as a server error. A query
+    parameter is answered 422 naming it; a path, 404 (no resource's name holds a NUL)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and (b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", "")):
-            body = {"detail": f"{_nul_holder(scope)}: holds a NUL character (%00); no parameter may contain one"}
-            await JSONResponse(body, status_code=422)(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            if "\x00" in scope.get("path", ""):
+                body = {"detail": "no such resource: the path holds a NUL character (%00)"}
+                await JSONResponse(body, status_code=404)(scope, receive, send)
+                return
+            if b"%00" in scope.get("query_string", b""):
+                body = {"detail": f"{_nul_holder(scope)}: holds a NUL character (%00); no parameter may contain one"}
+                await JSONResponse(body, status_code=422)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
+def _refuse_nul(schema: dict[str, Any]) -> None:
+    """Document on a string parameter's schema that it may not hold NUL (RefuseNul answers 422 to one)."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "string" and "pattern" not in option and "format" not in option:
+            option["pattern"] = NO_NUL
+
+
 def _nul_holder(scope: Any) -> str:
-    """The name of the first query parameter whose name or value holds a NUL, else "path"."""
-    if "\x00" in scope.get("path", ""):
-        return "path"
+    """The name of the first query parameter whose name or value holds a NUL."""
     pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     return next((k.replace("\x00", "") or "query" for k, v in pairs if "\x00" in k + v), "query")
 

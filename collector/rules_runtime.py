@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Engine, or_, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from agent.events import Envelope, Event
 from collector.alerts import AlertStore
@@ -123,7 +124,13 @@ class RuleRuntime:
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
                     self.checkpoint()
                 backoff = 0.5
-            except Exception:  # noqa: BLE001 - the worker must not die; the store may be briefly unreachable
+            except (OperationalError, InterfaceError) as e:  # the store unreachable: say so in one line
+                self.stats.failures += 1
+                log.warning("rule evaluation paused: the database is unreachable (%s); retrying in %.1fs",
+                            str(e.orig or e).splitlines()[0][:200], backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception:  # noqa: BLE001 - the worker must not die
                 self.stats.failures += 1
                 log.exception("rule evaluation pass failed; retrying in %.1fs", backoff)
                 stop.wait(backoff)

@@ -290,8 +290,8 @@ def test_business_records_carry_each_events_payload_and_its_own_id(bank: DemoBan
     for e in events[:200] + [e for e in events if e.__struct_config__.tag == "business.fraud_confirmed"]:
         record = business_record(e)
         kind = f"business.{record.pop('type')}"
-        assert kind == e.__struct_config__.tag and record.pop("id") == e.id
-        assert dt.datetime.fromisoformat(record.pop("at")) == e.ts
+        assert kind == e.__struct_config__.tag and record.pop("ref") == e.id
+        assert dt.datetime.fromisoformat(record.pop("ts")) == e.ts
         assert msgspec.convert(record, PAYLOAD_TYPES[kind], strict=False) == e.payload
 
 
