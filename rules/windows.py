@@ -257,12 +257,13 @@ class Trail:
     """For a linkage rule, one customer's trail: who read them and when, what hit them (a loan from a new device,
     confirmed fraud) and their contact changes. Reads are kept per reader, a few of the latest each."""
 
-    __slots__ = ("reads", "hits", "contacts")
+    __slots__ = ("reads", "hits", "contacts", "counted")
 
     def __init__(self) -> None:
         self.reads: dict[str, list[tuple[float, str]]] = {}  # reader → [(time, event id)], by time
         self.hits: list[tuple[float, str, str]] = []  # (time, what, event id)
         self.contacts: list[float] = []
+        self.counted = False  # counted once among the customers both read and hit
 
     def newest(self) -> float:
         times = [r[-1][0] for r in self.reads.values() if r] + [h[0] for h in self.hits] + self.contacts
@@ -274,7 +275,7 @@ class Trail:
         self.contacts = [c for c in self.contacts if c >= before]
 
     def dump(self) -> Any:
-        return {"r": self.reads, "h": self.hits, "c": self.contacts}
+        return {"r": self.reads, "h": self.hits, "c": self.contacts, "k": self.counted}
 
     @classmethod
     def load(cls, doc: Any) -> Trail:
@@ -282,6 +283,7 @@ class Trail:
         t.reads = {w: [(float(a), str(e)) for a, e in r] for w, r in doc["r"].items()}
         t.hits = [(float(a), str(w), str(e)) for a, w, e in doc["h"]]
         t.contacts = [float(c) for c in doc["c"]]
+        t.counted = bool(doc.get("k", False))
         return t
 
 
