@@ -286,7 +286,7 @@ def test_business_records_carry_each_events_payload_and_its_own_id(bank: DemoBan
         record = business_record(e)
         kind = f"business.{record.pop('type')}"
         assert kind == e.__struct_config__.tag and record.pop("id") == e.id
-        assert dt.datetime.fromisoformat(record.pop("at")) == e.ts
+        assert dt.datetime.fromisoformat(record.pop("ts")) == e.ts
         assert msgspec.convert(record, PAYLOAD_TYPES[kind], strict=False) == e.payload
 
 

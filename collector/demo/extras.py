@@ -106,7 +106,7 @@ def business_record(event: Envelope) -> dict[str, Any]:
     fields (the customer already as the site's keyed hash)."""
     payload = msgspec.to_builtins(event.payload)  # type: ignore[attr-defined]
     kind = str(event.__struct_config__.tag)
-    return {"type": kind.removeprefix("business."), "at": event.ts.isoformat(), "id": event.id, **payload}
+    return {"type": kind.removeprefix("business."), "ts": event.ts.isoformat(), "id": event.id, **payload}
 
 
 class RecordFeed:
@@ -120,7 +120,7 @@ class RecordFeed:
     def put(self, events: list[Envelope]) -> int:
         for i in range(0, len(events), 1000):
             chunk = [business_record(e) for e in events[i:i + 1000]]
-            answer = self.http.post(BUSINESS_PATH, json={"events": chunk},
+            answer = self.http.post(BUSINESS_PATH, json={"records": chunk},
                                     headers={"Authorization": f"Bearer {self.token}"})
             if answer.status_code != 200:
                 raise DemoError(f"the business-event intake answered {answer.status_code}: {answer.text[:300]}")

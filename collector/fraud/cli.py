@@ -132,3 +132,71 @@ def investigate_cpc(ctx: Context, since: str, until: str | None, lookback: str, 
         raised = raise_cpc_alerts(engine, report, alert_below)
         if raised:
             click.echo(f"{len(raised)} alert(s) raised: custos.common_point_of_compromise")
+
+
+@investigate_group.command("customer")
+@click.argument("identifier")
+@click.option("--key", "is_key", is_flag=True, help="IDENTIFIER is already the 64-hex keyed hash.")
+@click.option("--case", "is_case", is_flag=True, help="IDENTIFIER is a fraud case id from the lending system.")
+@click.option("--since", default="90d", show_default=True, help="Reads from this time: 90d back, or a date.")
+@click.option("--until", default=None, help="… to this time (default: now).")
+@pass_ctx
+def investigate_customer(ctx: Context, identifier: str, is_key: bool, is_case: bool, since: str,
+                         until: str | None) -> None:
+    """Everyone who read one customer: IDENTIFIER as written anywhere (hashed here with the customer key, never
+    stored), its keyed hash (--key) or a fraud case (--case); with each statement's fingerprint and rows, and any
+    file export or removable-media copy the reader made within a day."""
+    from collector.fraud.victim import key_of_case, look_up
+
+    engine = ctx.engine()
+    if is_case:
+        found = key_of_case(engine, identifier)
+        if found is None:
+            raise CustosError(f"no confirmed fraud with case id {identifier!r} among the business events")
+        key = found[0]
+    elif is_key:
+        key = identifier.strip().lower()
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise CustosError("--key: IDENTIFIER must be the 64-hex keyed hash")
+    else:
+        hasher = ctx.config.customers.hasher()
+        if hasher is None:
+            raise CustosError("no customer key to hash IDENTIFIER with: set customers -> key_file or "
+                              "CUSTOS_CUSTOMER_KEY_SECRET (the proxy's key), or give the hash with --key")
+        key = hasher.hash(identifier)
+    report = look_up(engine, key, when(since), when(until) if until else dt.datetime.now(dt.timezone.utc))
+    click.echo(f"customer {key[:16]}…  reads {report.since:%Y-%m-%d %H:%M} … {report.until:%Y-%m-%d %H:%M} UTC: "
+               f"{len(report.reads)} by {len(report.readers)} people")
+    for h in report.happenings:
+        click.echo(f"  {h.ts:%Y-%m-%d %H:%M}  {h.kind.removeprefix('business.')}  {h.ref or ''}")
+    if report.reads:
+        click.echo(f"{'read at (UTC)':<17} {'person':<24} {'account':<16} {'rows':>7} {'custs':>6}  "
+                   "fingerprint       statement")
+    for r in report.reads:
+        click.echo(f"{r.ts:%Y-%m-%d %H:%M}  {r.name[:24]:<24} {r.account[:16]:<16} {r.rows:>7} {r.customers:>6}  "
+                   f"{r.fingerprint[:16]:<16}  {r.statement[:80]}")
+    for e in report.exports:
+        click.echo(f"then {e.ts:%Y-%m-%d %H:%M}  {e.who}  {e.what}  ({e.identifiers} identifiers, "
+                   f"{(e.ts - e.after.ts).total_seconds() / 3600:.1f} h after the read at {e.after.ts:%H:%M})")
+
+
+@click.group("evidence")
+def evidence_group() -> None:
+    """Evidence for investigators."""
+
+
+@evidence_group.command("export")
+@click.option("--case", "case_id", required=True, help="The case: its first alert's id (any alert of it will do).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The zip file to write (never overwritten).")
+@pass_ctx
+def evidence_export(ctx: Context, case_id: str, out: Path) -> None:
+    """Write a case — its alerts, the events behind them, the person's activity over the period — and a SHA-256
+    manifest to a zip file, for investigators or the police. The export is recorded in the audit trail."""
+    import getpass
+
+    from collector.fraud.evidence import export_case
+
+    done = export_case(ctx.engine(), case_id, out, actor=f"cli:{getpass.getuser()}")
+    click.echo(f"{done.path}: {done.alerts} alert(s), {done.events} events; MANIFEST.sha256 has SHA-256 "
+               f"{done.manifest_sha256}")
