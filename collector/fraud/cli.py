@@ -72,19 +72,13 @@ def import_business(ctx: Context, path: Path, source: str) -> None:
         sys.exit(1)
 
 
-def when(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """`90d`, `12h` (that long ago) or a date or time (UTC when no zone is given)."""
-    from agent.units import parse_duration
+def when(text: str) -> dt.datetime:
+    from collector.fraud.investigate import parse_when
 
-    now = now or dt.datetime.now(dt.timezone.utc)
-    text = text.strip()
-    if text and text[-1] in "smhdw" and text[:-1].replace(".", "", 1).isdigit():
-        return now - dt.timedelta(seconds=parse_duration(text))
     try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: give a span back from now (90d, 12h) or a date such as 2026-09-01")
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+        return parse_when(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
 
 
 @click.group("investigate")
@@ -127,11 +121,15 @@ def investigate_cpc(ctx: Context, since: str, until: str | None, lookback: str, 
             span = (f"{min(h.read_at for h in r.hits):%Y-%m-%d %H:%M} … "
                     f"{max(h.read_at for h in r.hits):%Y-%m-%d %H:%M}")
         click.echo(f"{i:>3}  {r.name[:28]:<28} {(r.team or '-')[:14]:<14} {r.read:>7} {r.hit:>5} "
-                   f"{r.share:>6.1%} {r.lift:>7.1f} {r.p:>9.1e} {r.p_adj:>9.1e}  {span}")
+                   f"{r.share:>6.1%} {r.lift:>7.1f} {_p(r.p):>9} {_p(r.p_adj):>9}  {span}")
     if alert_below > 0:
         raised = raise_cpc_alerts(engine, report, alert_below)
         if raised:
             click.echo(f"{len(raised)} alert(s) raised: custos.common_point_of_compromise")
+
+
+def _p(p: float) -> str:
+    return f"{p:.1e}" if p > 0 else "<1e-300"  # below what a double holds
 
 
 @investigate_group.command("customer")

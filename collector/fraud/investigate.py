@@ -56,6 +56,21 @@ class CpcReport:
     rows: list[CpcRow]
 
 
+def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """`90d`, `12h` (that long before now) or a date or time (UTC when no zone is given)."""
+    from agent.units import parse_duration
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    text = text.strip()
+    if text and text[-1] in "smhdw" and text[:-1].replace(".", "", 1).isdigit():
+        return now - dt.timedelta(seconds=parse_duration(text))
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r}: give a span back from now (90d, 12h) or a date such as 2026-09-01") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
 def _utc(t: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc)
 
