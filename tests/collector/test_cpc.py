@@ -137,3 +137,23 @@ def test_first_reads_agree_whether_keys_and_times_fit_one_integer_or_not() -> No
     assert np.all((packed_t >= wide_t) & (packed_t - wide_t < 1.0))  # rounded up to the second
     expected = {int(k): min(float(x) for x, q in zip(t, pair) if q == k) for k in np.unique(pair)[:20]}
     assert {int(k): float(v) for k, v in zip(wide_keys - (1 << 50), wide_t) if int(k) in expected} == expected
+
+
+def test_the_daily_job_raises_the_insiders_alert_once(sqlite_url: str) -> None:
+    from collector.config import CollectorConfig
+    from collector.scheduler import Jobs
+
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    insider, victims = _store_bank(engine, now - dt.timedelta(days=45), CustomerKeyHasher(b"job-test-key-0123456789"))
+
+    (raised,) = Jobs(engine, CollectorConfig(), clock=lambda: now).run_cpc()
+
+    (alert,) = AlertStore(engine).list(rule_id=CPC_RULE)
+    assert alert.alert_id == raised and alert.staff_id == insider and alert.origin == "investigation"
+    assert alert.measures["p_adj"] < 1e-6 and victims <= {x["customer"] for x in alert.measures["links"]}
+    assert Jobs(engine, CollectorConfig(), clock=lambda: now).run_cpc() == []  # today's run is taken
+    tomorrow = Jobs(engine, CollectorConfig(), clock=lambda: now + dt.timedelta(days=1))
+    assert tomorrow.run_cpc() == []  # the same person within a week: not again
+    engine.dispose()
