@@ -150,7 +150,7 @@ class LinkageEvaluator(Evaluator):
         what = self._hit(f, trail)
         if what is None:
             return None
-        insort(trail.hits, (f.t, what, f.id))
+        trail.add_hit((f.t, what, f.id))
         if trail.reads and not trail.counted:
             self._count(state, HIT, f.t)
             trail.counted = True
@@ -166,7 +166,7 @@ class LinkageEvaluator(Evaluator):
     def _hit(self, f: Fact, trail: Trail) -> str | None:
         p = f.payload
         if f.kind == "business.contact_change":
-            insort(trail.contacts, f.t)
+            trail.add_contact(f.t)
             return None
         if f.kind == "business.fraud_confirmed":
             return f"confirmed fraud (case {p.case_id})" if "fraud_confirmed" in self.triggers else None
