@@ -97,13 +97,13 @@ def _store_bank(engine: object, start: dt.datetime, hasher: CustomerKeyHasher) -
     return bank.staff[bank.insider][0], {key[int(v)] for v in bank.victims}
 
 
-def test_investigate_cpc_ranks_the_insider_first_from_the_store_and_raises_one_alert(sqlite_url: str,
+def test_investigate_cpc_ranks_the_insider_first_from_the_store_and_raises_one_alert(db_url: str,
                                                                                       tmp_path: Path) -> None:
-    engine = make_engine(sqlite_url)
+    engine = make_engine(db_url)
     upgrade(engine)
     start = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=45)).replace(microsecond=0)
     insider, victims = _store_bank(engine, start, CustomerKeyHasher(b"cpc-test-key-0123456789abcdef"))
-    env = base_env(CUSTOS_DATABASE_URL=sqlite_url)
+    env = base_env(CUSTOS_DATABASE_URL=db_url)
 
     def run() -> str:
         proc = subprocess.run([sys.executable, "-m", "collector", "investigate", "cpc", "--since", "90d"],

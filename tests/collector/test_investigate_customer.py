@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,8 @@ def _export(who: str, when: dt.datetime, path: str, destination: str) -> FileExp
 
 
 @pytest.fixture
-def site(sqlite_url: str) -> dict[str, object]:
-    engine = make_engine(sqlite_url)
+def site(db_url: str) -> Iterator[dict[str, object]]:
+    engine = make_engine(db_url)
     upgrade(engine)
     import_directory(engine, [Person("alice", "Alice Berg", "loans", db_users=("alice",), os_users=("alice",)),
                               Person("bob", "Bob Kalns", "loans", db_users=("bob",), os_users=("bob",))])
@@ -64,7 +65,8 @@ def site(sqlite_url: str) -> dict[str, object]:
                         source=Source(type="business", name="lending"), host="lending",
                         ts=T0 + dt.timedelta(days=6))]
     EventStore(engine).insert(events, agent="test")
-    return {"engine": engine, "key": key, "alice_read": alice_read.id, "url": sqlite_url}
+    yield {"engine": engine, "key": key, "alice_read": alice_read.id, "url": db_url}
+    engine.dispose()
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
