@@ -89,8 +89,10 @@ def test_a_customer_typed_any_way_lists_its_readers_and_the_copy_to_usb_that_fol
 
 
 def test_a_fraud_case_or_a_key_finds_the_same_readers(site: dict) -> None:
-    by_case = _cli(site["url"], "investigate", "customer", "--case", "FR-9").stdout  # type: ignore[arg-type]
-    by_key = _cli(site["url"], "investigate", "customer", "--key", site["key"]).stdout  # type: ignore[arg-type]
+    period = ("--since", (T0 - dt.timedelta(days=30)).isoformat(), "--until", (T0 + dt.timedelta(days=30)).isoformat())
+    by_case = _cli(site["url"], "investigate", "customer", "--case", "FR-9", *period).stdout  # type: ignore[arg-type]
+    by_key = _cli(site["url"], "investigate", "customer", "--key", site["key"],  # type: ignore[arg-type]
+                  *period).stdout
     assert by_case == by_key and "Alice Berg" in by_case and "Bob Kalns" in by_case
     missing = _cli(site["url"], "investigate", "customer", "--case", "FR-404")  # type: ignore[arg-type]
     assert missing.returncode == 2 and "no confirmed fraud with case id 'FR-404'" in missing.stderr
