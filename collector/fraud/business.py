@@ -161,7 +161,8 @@ RECORDS_SCHEMA: dict[str, Any] = {
     "properties": {"records": {"type": "array", "items": {
         "type": "object", "required": ["type", "ts"],
         "properties": {"type": {"type": "string", "enum": list(RECORD_TYPES)},
-                       "ts": {"type": "string", "format": "date-time"}, "ref": {"type": "string"}, "id": {"type": "string"},
+                       "ts": {"type": "string", "format": "date-time"}, "ref": {"type": "string"},
+                       "id": {"type": "string"},
                        "customer": {"type": "string"}, "customer_key": {"type": "string"}}}}},
 }
 
