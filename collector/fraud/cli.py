@@ -107,9 +107,9 @@ def investigate_cpc(ctx: Context, since: str, until: str | None, lookback: str, 
     engine = ctx.engine()
     report = cpc(engine, when(since), when(until) if until else dt.datetime.now(dt.timezone.utc),
                  lookback=dt.timedelta(seconds=parse_duration(lookback)), top=top)
-    click.echo(f"{report.frauds} customers confirmed as fraud victims between {report.since:%Y-%m-%d %H:%M} and "
-               f"{report.until:%Y-%m-%d %H:%M} UTC, among {report.population} customers read by {report.people} "
-               f"people (reads up to {lookback} before the fraud)")
+    click.echo(f"{report.confirmed} customers confirmed as fraud victims between {report.since:%Y-%m-%d %H:%M} and "
+               f"{report.until:%Y-%m-%d %H:%M} UTC; {report.frauds} of them among the {report.population} customers "
+               f"read by {report.people} people (reads up to {lookback} before the fraud)")
     if not report.rows or not report.frauds:
         click.echo("nothing to rank")
         return

@@ -50,10 +50,11 @@ class CpcReport:
     since: dt.datetime
     until: dt.datetime
     lookback: dt.timedelta
-    population: int
-    frauds: int
+    population: int  # N: customers anyone read
+    frauds: int  # K: of those, confirmed fraud victims
     people: int
     rows: list[CpcRow]
+    confirmed: int = 0  # every confirmed victim of the period, read by someone or not
 
 
 def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
@@ -114,7 +115,7 @@ def cpc(engine: Engine, since: dt.datetime, until: dt.datetime, *, lookback: dt.
         out.append(CpcRow(who, staff_id, info.display if info else who,
                           info.team if info else None, r.read, r.hit, r.share, r.lift, r.p, r.p_adj,
                           tuple(HitCustomer(key_of[h.customer], _utc(h.read_t), _utc(h.hit_t)) for h in r.hits)))
-    return CpcReport(since, until, lookback, ranking.population, ranking.frauds, ranking.people, out)
+    return CpcReport(since, until, lookback, ranking.population, ranking.frauds, ranking.people, out, len(frauds))
 
 
 def cpc_alerts(report: CpcReport, below: float = ALERT_BELOW) -> list[Alert]:
