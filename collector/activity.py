@@ -102,6 +102,9 @@ def _who(acc: Accounts, staff_ids: set[str]) -> Any:
     return or_(*conds)
 
 
+who_filter = _who  # the WHERE clause for these people's events: their staff id and the accounts naming only them
+
+
 @dataclass(frozen=True)
 class Fact:
     """One event in words and numbers, with no customer data (keys are counted, never shown)."""

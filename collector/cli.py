@@ -185,8 +185,9 @@ cli.add_command(ledger_group)
 
 # -- loan-fraud linkage (collector/fraud/cli.py) -----------------------------------------------------------------
 
-from collector.fraud.cli import import_group, investigate_group, sources_group  # noqa: E402
+from collector.fraud.cli import evidence_group, import_group, investigate_group, sources_group  # noqa: E402
 
+cli.add_command(evidence_group)
 cli.add_command(sources_group)
 cli.add_command(import_group)
 cli.add_command(investigate_group)

@@ -68,6 +68,10 @@ def run_state(engine: Engine, job: str, key: str) -> tuple[str, str] | None:
     return (r[0], r[1]) if r is not None else None
 
 
+CPC_PERIOD = dt.timedelta(days=90)  # the frauds the daily ranking looks at
+CPC_HOUR = 6  # organisation time: after the lending systems' nightly exports
+
+
 class Jobs:
     def __init__(self, engine: Engine, config: CollectorConfig, *, on_sent: Callable[[], None] | None = None,
                  clock: Callable[[], dt.datetime] = _now) -> None:
@@ -119,6 +123,31 @@ class Jobs:
             finally:
                 release(self.engine, "remind", f"remind:{hour}", self.holder, ok, self.clock())
 
+    def run_cpc(self) -> list[str]:
+        """The daily common-point-of-compromise ranking of the last 90 days' frauds: a person ranked far above
+        chance becomes an alert (collector/fraud/investigate.py). Once a day across processes; the alert ids."""
+        from collector.fraud.investigate import cpc, raise_cpc_alerts
+
+        now = self.clock()
+        key = f"cpc:{now.astimezone(self.zone):%Y-%m-%d}"
+        if not claim(self.engine, "cpc", key, self.holder, now=now):
+            return []
+        ok = False
+        try:
+            raised = raise_cpc_alerts(self.engine, cpc(self.engine, now - CPC_PERIOD, now))
+            ok = True
+        finally:
+            release(self.engine, "cpc", key, self.holder, ok, self.clock())
+        if raised:
+            log.info("common point of compromise: %d alert(s) raised", len(raised))
+        return raised
+
+    def _fire_cpc(self) -> None:
+        try:
+            self.run_cpc()
+        except Exception:  # noqa: BLE001 - logged; tomorrow's run tries again
+            log.exception("common-point-of-compromise ranking failed")
+
     def last_due(self, now: dt.datetime) -> dt.datetime | None:
         """The latest scheduled time at or before `now`, within the misfire grace period."""
         grace = dt.timedelta(minutes=self.config.weekly.misfire_grace_minutes)
@@ -138,6 +167,8 @@ class Jobs:
         sched.add_job(self._fire_weekly, self.trigger, id="weekly-summaries", name="weekly summaries")
         sched.add_job(self.run_reminders, IntervalTrigger(minutes=w.reminder_check_minutes, timezone=self.zone),
                       id="attestation-reminders", name="attestation reminders")
+        sched.add_job(self._fire_cpc, CronTrigger(hour=CPC_HOUR, timezone=self.zone), id="fraud-cpc",
+                      name="common point of compromise", replace_existing=True)
         missed = self.last_due(self.clock())
         if missed is not None and run_state(self.engine, "weekly", f"weekly:{self.weekly_key(missed)}") is None:
             log.info("weekly run of %s was missed while the collector was down; running it now", missed)

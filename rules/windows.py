@@ -257,31 +257,45 @@ class Trail:
     """For a linkage rule, one customer's trail: who read them and when, what hit them (a loan from a new device,
     confirmed fraud) and their contact changes. Reads are kept per reader, a few of the latest each."""
 
-    __slots__ = ("reads", "hits", "contacts")
+    __slots__ = ("reads", "hits", "contacts", "counted")
 
     def __init__(self) -> None:
+        # Most customers are only ever read: hits and contacts stay the shared empty tuple until one comes
+        # (a slot is made per customer read, so every allocation here counts).
         self.reads: dict[str, list[tuple[float, str]]] = {}  # reader → [(time, event id)], by time
-        self.hits: list[tuple[float, str, str]] = []  # (time, what, event id)
-        self.contacts: list[float] = []
+        self.hits: list[tuple[float, str, str]] | tuple[()] = ()  # (time, what, event id), by time
+        self.contacts: list[float] | tuple[()] = ()
+        self.counted = False  # counted once among the customers both read and hit
+
+    def add_hit(self, hit: tuple[float, str, str]) -> None:
+        if not self.hits:
+            self.hits = []
+        insort(self.hits, hit)  # type: ignore[arg-type]
+
+    def add_contact(self, t: float) -> None:
+        if not self.contacts:
+            self.contacts = []
+        insort(self.contacts, t)  # type: ignore[arg-type]
 
     def newest(self) -> float:
-        times = [r[-1][0] for r in self.reads.values() if r] + [h[0] for h in self.hits] + self.contacts
+        times = [r[-1][0] for r in self.reads.values() if r] + [h[0] for h in self.hits] + list(self.contacts)
         return max(times, default=0.0)
 
     def prune(self, before: float) -> None:
         self.reads = {w: kept for w, r in self.reads.items() if (kept := [x for x in r if x[0] >= before])}
-        self.hits = [h for h in self.hits if h[0] >= before]
-        self.contacts = [c for c in self.contacts if c >= before]
+        self.hits = [h for h in self.hits if h[0] >= before] or ()
+        self.contacts = [c for c in self.contacts if c >= before] or ()
 
     def dump(self) -> Any:
-        return {"r": self.reads, "h": self.hits, "c": self.contacts}
+        return {"r": self.reads, "h": self.hits, "c": self.contacts, "k": self.counted}
 
     @classmethod
     def load(cls, doc: Any) -> Trail:
         t = cls()
         t.reads = {w: [(float(a), str(e)) for a, e in r] for w, r in doc["r"].items()}
-        t.hits = [(float(a), str(w), str(e)) for a, w, e in doc["h"]]
-        t.contacts = [float(c) for c in doc["c"]]
+        t.hits = [(float(a), str(w), str(e)) for a, w, e in doc["h"]] or ()
+        t.contacts = [float(c) for c in doc["c"]] or ()
+        t.counted = bool(doc.get("k", False))
         return t
 
 

@@ -106,7 +106,7 @@ def business_record(event: Envelope) -> dict[str, Any]:
     fields (the customer already as the site's keyed hash)."""
     payload = msgspec.to_builtins(event.payload)  # type: ignore[attr-defined]
     kind = str(event.__struct_config__.tag)
-    return {"type": kind.removeprefix("business."), "ts": event.ts.isoformat(), "ref": event.id, **payload}
+    return {"type": kind.removeprefix("business."), "ts": event.ts.isoformat(), "id": event.id, **payload}
 
 
 class RecordFeed:

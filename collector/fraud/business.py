@@ -8,7 +8,8 @@ custos stores holds only the keyed HMAC, made with the key and normalisation the
      "device_id": "dev-7f3a", "new_device": true}
 
 `ref` is the sending system's own id of the record; the event id is derived from (source, type, ref), so a record
-sent twice is stored once. Without `ref` the whole record is its identity.
+sent twice is stored once. Without `ref` the whole record is its identity. A system that makes UUIDv7 ids of its
+own may send one as `id`: it becomes the event's id.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ RECORD_TYPES: dict[str, type[Envelope]] = {
     "device_login": DeviceLogin,
     "fraud_confirmed": FraudConfirmed,
 }
-ENVELOPE_FIELDS = {"type", "ts", "ref", "customer", "customer_key", "card", "card_key", "host"}
+ENVELOPE_FIELDS = {"type", "ts", "ref", "id", "customer", "customer_key", "card", "card_key", "host"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 SOURCE_TYPE = "business"
 
 
@@ -122,7 +124,10 @@ def to_event(record: Mapping[str, Any], source: str, hasher: CustomerKeyHasher |
     tag = cls.__struct_config__.tag
     ref = str(record.get("ref") or "")
     identity = ref or msgspec.json.encode({k: str(v) for k, v in sorted(record.items())}).decode()
-    doc = {"kind": tag, "id": event_id(source, tag, identity, when), "ts": when.isoformat(),
+    own = str(record.get("id") or "")
+    if own and not _UUID7.match(own):
+        raise RecordError("id: must be a UUIDv7 in lower-case hex (or leave it out and give ref)")
+    doc = {"kind": tag, "id": own or event_id(source, tag, identity, when), "ts": when.isoformat(),
            "host": str(record.get("host") or source), "source": {"type": SOURCE_TYPE, "name": source},
            "agent_id": source, "payload": payload}
     try:
@@ -157,6 +162,7 @@ RECORDS_SCHEMA: dict[str, Any] = {
         "type": "object", "required": ["type", "ts"],
         "properties": {"type": {"type": "string", "enum": list(RECORD_TYPES)},
                        "ts": {"type": "string", "format": "date-time"}, "ref": {"type": "string"},
+                       "id": {"type": "string"},
                        "customer": {"type": "string"}, "customer_key": {"type": "string"}}}}},
 }
 

@@ -72,19 +72,13 @@ def import_business(ctx: Context, path: Path, source: str) -> None:
         sys.exit(1)
 
 
-def when(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """`90d`, `12h` (that long ago) or a date or time (UTC when no zone is given)."""
-    from agent.units import parse_duration
+def when(text: str) -> dt.datetime:
+    from collector.fraud.investigate import parse_when
 
-    now = now or dt.datetime.now(dt.timezone.utc)
-    text = text.strip()
-    if text and text[-1] in "smhdw" and text[:-1].replace(".", "", 1).isdigit():
-        return now - dt.timedelta(seconds=parse_duration(text))
     try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: give a span back from now (90d, 12h) or a date such as 2026-09-01")
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+        return parse_when(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
 
 
 @click.group("investigate")
@@ -113,9 +107,9 @@ def investigate_cpc(ctx: Context, since: str, until: str | None, lookback: str, 
     engine = ctx.engine()
     report = cpc(engine, when(since), when(until) if until else dt.datetime.now(dt.timezone.utc),
                  lookback=dt.timedelta(seconds=parse_duration(lookback)), top=top)
-    click.echo(f"{report.frauds} customers confirmed as fraud victims between {report.since:%Y-%m-%d %H:%M} and "
-               f"{report.until:%Y-%m-%d %H:%M} UTC, among {report.population} customers read by {report.people} "
-               f"people (reads up to {lookback} before the fraud)")
+    click.echo(f"{report.confirmed} customers confirmed as fraud victims between {report.since:%Y-%m-%d %H:%M} and "
+               f"{report.until:%Y-%m-%d %H:%M} UTC; {report.frauds} of them among the {report.population} customers "
+               f"read by {report.people} people (reads up to {lookback} before the fraud)")
     if not report.rows or not report.frauds:
         click.echo("nothing to rank")
         return
@@ -127,8 +121,80 @@ def investigate_cpc(ctx: Context, since: str, until: str | None, lookback: str, 
             span = (f"{min(h.read_at for h in r.hits):%Y-%m-%d %H:%M} … "
                     f"{max(h.read_at for h in r.hits):%Y-%m-%d %H:%M}")
         click.echo(f"{i:>3}  {r.name[:28]:<28} {(r.team or '-')[:14]:<14} {r.read:>7} {r.hit:>5} "
-                   f"{r.share:>6.1%} {r.lift:>7.1f} {r.p:>9.1e} {r.p_adj:>9.1e}  {span}")
+                   f"{r.share:>6.1%} {r.lift:>7.1f} {_p(r.p):>9} {_p(r.p_adj):>9}  {span}")
     if alert_below > 0:
         raised = raise_cpc_alerts(engine, report, alert_below)
         if raised:
             click.echo(f"{len(raised)} alert(s) raised: custos.common_point_of_compromise")
+
+
+def _p(p: float) -> str:
+    return f"{p:.1e}" if p > 0 else "<1e-300"  # below what a double holds
+
+
+@investigate_group.command("customer")
+@click.argument("identifier")
+@click.option("--key", "is_key", is_flag=True, help="IDENTIFIER is already the 64-hex keyed hash.")
+@click.option("--case", "is_case", is_flag=True, help="IDENTIFIER is a fraud case id from the lending system.")
+@click.option("--since", default="90d", show_default=True, help="Reads from this time: 90d back, or a date.")
+@click.option("--until", default=None, help="… to this time (default: now).")
+@pass_ctx
+def investigate_customer(ctx: Context, identifier: str, is_key: bool, is_case: bool, since: str,
+                         until: str | None) -> None:
+    """Everyone who read one customer: IDENTIFIER as written anywhere (hashed here with the customer key, never
+    stored), its keyed hash (--key) or a fraud case (--case); with each statement's fingerprint and rows, and any
+    file export or removable-media copy the reader made within a day."""
+    from collector.fraud.victim import key_of_case, look_up
+
+    engine = ctx.engine()
+    if is_case:
+        found = key_of_case(engine, identifier)
+        if found is None:
+            raise CustosError(f"no confirmed fraud with case id {identifier!r} among the business events")
+        key = found[0]
+    elif is_key:
+        key = identifier.strip().lower()
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise CustosError("--key: IDENTIFIER must be the 64-hex keyed hash")
+    else:
+        hasher = ctx.config.customers.hasher()
+        if hasher is None:
+            raise CustosError("no customer key to hash IDENTIFIER with: set customers -> key_file or "
+                              "CUSTOS_CUSTOMER_KEY_SECRET (the proxy's key), or give the hash with --key")
+        key = hasher.hash(identifier)
+    report = look_up(engine, key, when(since), when(until) if until else dt.datetime.now(dt.timezone.utc))
+    click.echo(f"customer {key[:16]}…  reads {report.since:%Y-%m-%d %H:%M} … {report.until:%Y-%m-%d %H:%M} UTC: "
+               f"{len(report.reads)} by {len(report.readers)} people")
+    for h in report.happenings:
+        click.echo(f"  {h.ts:%Y-%m-%d %H:%M}  {h.kind.removeprefix('business.')}  {h.ref or ''}")
+    if report.reads:
+        click.echo(f"{'read at (UTC)':<17} {'person':<24} {'account':<16} {'rows':>7} {'custs':>6}  "
+                   "fingerprint       statement")
+    for r in report.reads:
+        click.echo(f"{r.ts:%Y-%m-%d %H:%M}  {r.name[:24]:<24} {r.account[:16]:<16} {r.rows:>7} {r.customers:>6}  "
+                   f"{r.fingerprint[:16]:<16}  {r.statement[:80]}")
+    for e in report.exports:
+        click.echo(f"then {e.ts:%Y-%m-%d %H:%M}  {e.who}  {e.what}  ({e.identifiers} identifiers, "
+                   f"{(e.ts - e.after.ts).total_seconds() / 3600:.1f} h after the read at {e.after.ts:%H:%M})")
+
+
+@click.group("evidence")
+def evidence_group() -> None:
+    """Evidence for investigators."""
+
+
+@evidence_group.command("export")
+@click.option("--case", "case_id", required=True, help="The case: its first alert's id (any alert of it will do).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The zip file to write (never overwritten).")
+@pass_ctx
+def evidence_export(ctx: Context, case_id: str, out: Path) -> None:
+    """Write a case — its alerts, the events behind them, the person's activity over the period — and a SHA-256
+    manifest to a zip file, for investigators or the police. The export is recorded in the audit trail."""
+    import getpass
+
+    from collector.fraud.evidence import export_case
+
+    done = export_case(ctx.engine(), case_id, out, actor=f"cli:{getpass.getuser()}")
+    click.echo(f"{done.path}: {done.alerts} alert(s), {done.events} events; MANIFEST.sha256 has SHA-256 "
+               f"{done.manifest_sha256}")

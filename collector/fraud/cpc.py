@@ -63,6 +63,31 @@ class Ranking:
     ranked: list[Ranked]
 
 
+def first_reads(pair: IntArray, t: FloatArray) -> tuple[IntArray, FloatArray]:
+    """Each distinct pair key once, in order, with the time of its first read.
+
+    When the pair key and the time in whole seconds fit in 63 bits together, both go into one integer and one
+    plain sort does it (times are rounded up to the second, so a read counts as before a hit only when it is);
+    otherwise a slower stable sort by time, then each pair's first occurrence."""
+    if len(pair) == 0:
+        return pair, t
+    t0 = float(np.floor(t.min()))
+    span = int(np.ceil(t.max() - t0)) + 1
+    pair_bits, time_bits = int(pair.max()).bit_length(), span.bit_length()
+    if pair_bits + time_bits <= 63:
+        packed = (pair << time_bits) | np.ceil(t - t0).astype(np.int64)
+        packed.sort()
+        keys = packed >> time_bits
+        start = np.empty(len(keys), dtype=bool)
+        start[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=start[1:])
+        firsts = packed[start]
+        return firsts >> time_bits, (firsts & ((1 << time_bits) - 1)).astype(np.float64) + t0
+    order = np.argsort(t, kind="stable")
+    keys, first = np.unique(pair[order], return_index=True)
+    return keys, t[order][first]
+
+
 def rank(reads: Reads, fraud_customer: IntArray, fraud_t: FloatArray, *, lookback: float | None = None,
          top: int = 20, detail: int = 20) -> Ranking:
     """Rank people by `p`; `fraud_customer[i]` was hit at `fraud_t[i]` (the earliest time counts when a customer
@@ -79,11 +104,7 @@ def rank(reads: Reads, fraud_customer: IntArray, fraud_t: FloatArray, *, lookbac
     hit_at = np.full(n_customers, NO_HIT)
     np.minimum.at(hit_at, np.asarray(fraud_customer, dtype=np.int64), np.asarray(fraud_t, dtype=np.float64))
 
-    # The first read of each (person, customer) pair: sort by time, then keep each pair's first occurrence.
-    order = np.argsort(reads.t, kind="stable")
-    pair = person[order] * n_customers + customer[order]
-    pair, first = np.unique(pair, return_index=True)
-    first_t = np.asarray(reads.t, dtype=np.float64)[order][first]
+    pair, first_t = first_reads(person * n_customers + customer, np.asarray(reads.t, dtype=np.float64))
     p_of = pair // n_customers
     c_of = pair % n_customers
 

@@ -50,10 +50,26 @@ class CpcReport:
     since: dt.datetime
     until: dt.datetime
     lookback: dt.timedelta
-    population: int
-    frauds: int
+    population: int  # N: customers anyone read
+    frauds: int  # K: of those, confirmed fraud victims
     people: int
     rows: list[CpcRow]
+    confirmed: int = 0  # every confirmed victim of the period, read by someone or not
+
+
+def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """`90d`, `12h` (that long before now) or a date or time (UTC when no zone is given)."""
+    from agent.units import parse_duration
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    text = text.strip()
+    if text and text[-1] in "smhdw" and text[:-1].replace(".", "", 1).isdigit():
+        return now - dt.timedelta(seconds=parse_duration(text))
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r}: give a span back from now (90d, 12h) or a date such as 2026-09-01") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
 def _utc(t: float) -> dt.datetime:
@@ -99,7 +115,7 @@ def cpc(engine: Engine, since: dt.datetime, until: dt.datetime, *, lookback: dt.
         out.append(CpcRow(who, staff_id, info.display if info else who,
                           info.team if info else None, r.read, r.hit, r.share, r.lift, r.p, r.p_adj,
                           tuple(HitCustomer(key_of[h.customer], _utc(h.read_t), _utc(h.hit_t)) for h in r.hits)))
-    return CpcReport(since, until, lookback, ranking.population, ranking.frauds, ranking.people, out)
+    return CpcReport(since, until, lookback, ranking.population, ranking.frauds, ranking.people, out, len(frauds))
 
 
 def cpc_alerts(report: CpcReport, below: float = ALERT_BELOW) -> list[Alert]:

@@ -23,7 +23,7 @@ def install(app: FastAPI, state: Any) -> WebState:
     """Mount the UI on `app` (collector/app.py's `create_app`); `state` is its `App`."""
     from collector.notify import Dispatcher
     from collector.scheduler import Jobs
-    from collector.web import api, pages, pages_auth
+    from collector.web import api, pages, pages_auth, pages_fraud
 
     config = state.config
     web = WebState(engine=state.engine, config=config, tls=config.server.tls_cert is not None, env=make_env())
@@ -36,6 +36,7 @@ def install(app: FastAPI, state: Any) -> WebState:
     if config.web.enabled:
         app.include_router(pages_auth.router)
         app.include_router(pages.router)
+        app.include_router(pages_fraud.router)
         app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.exception_handler(LoginRequired)

@@ -1,14 +1,20 @@
 """`linkage`: a person read customer C, and within `window` (default 30 days) C was hit — a loan applied for from
 a new device, a contact change followed by a loan, or confirmed fraud. Each customer is linked to a person once;
-when a person's linked customers (hit within `period`) reach `min_customers`, one alert names them all with the
-read and the hit of each, at the rule's severity; it is raised again only when `severity_steps` (`{high: 5, critical: 10}`)
-says more customers make it more severe.
+when a person's linked customers (hit within `period`) reach `min_customers`, and are more than chance explains,
+one alert names them all with the read and the hit of each, at the rule's severity; it is raised again only when
+`severity_steps` (`{high: 5, critical: 10}`) says more customers make it more severe.
+
+Chance: someone who reads a tenth of the bank's customers reads about a tenth of any list of victims. The rule
+counts, over `period`, the distinct customers each person read (n), those anyone read (N) and, of those, the ones
+hit (K); k linked customers are more than chance when P(X >= k) for X ~ Poisson(n K / N) is at most `max_p`
+(default 0.001). `max_p: 1` turns the test off.
 
 Reads and hits are matched by event time in both directions, so business records that arrive before the reads
 (a late proxy spool, an import of last month's fraud cases) link all the same."""
 
 from __future__ import annotations
 
+import math
 from bisect import insort
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,9 +25,9 @@ from rules.context import Context
 from rules.errors import RuleSyntaxError
 from rules.fields import Fact
 from rules.kinds.base import Evaluator
-from rules.model import SEVERITIES, SEVERITY_RANK, Reader, Rule, duration, texts, whole
+from rules.model import SEVERITIES, SEVERITY_RANK, Reader, Rule, duration, positive, texts, whole
 from rules.state import State
-from rules.windows import MAX_EVIDENCE, Links, Trail
+from rules.windows import MAX_EVIDENCE, Links, Series, Trail
 
 DAY = 86400.0
 TRIGGERS: dict[str, tuple[str, ...]] = {  # trigger → the event kinds it needs
@@ -31,6 +37,30 @@ TRIGGERS: dict[str, tuple[str, ...]] = {  # trigger → the event kinds it needs
 }
 READS_PER_READER = 8  # the latest reads of one customer by one person that are kept
 REREAD = 3600.0  # a read within this of the person's previous read of the customer adds nothing
+EVERYONE, HIT = "\x00all", "\x00hit"  # series groups of the customers anyone read, and of those hit
+
+
+def poisson_tail(k: int, mean: float) -> float:
+    """P(X >= k) for X ~ Poisson(mean)."""
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    term = math.exp(-mean)
+    below = term
+    for i in range(1, k):
+        term *= mean / i
+        below += term
+    if below < 0.999:
+        return max(0.0, 1.0 - below)
+    # 1 - below loses precision near 1: sum the upper tail instead (it converges fast past the mean)
+    term = math.exp(k * math.log(mean) - mean - math.lgamma(k + 1))
+    total, i = 0.0, k
+    while term > total * 1e-17 and i < k + 10_000:
+        total += term
+        i += 1
+        term *= mean / i
+    return total
 
 
 def _steps(v: Any) -> tuple[tuple[int, str], ...]:
@@ -54,9 +84,10 @@ class LinkageRule(Rule):
     min_customers: int = 3
     severity_steps: tuple[tuple[int, str], ...] = ()
     period: float = 90 * DAY
+    max_p: float = 0.001
 
     kind: ClassVar[str] = "linkage"
-    FIELDS: ClassVar[set[str]] = {"window", "triggers", "min_customers", "severity_steps", "period"}
+    FIELDS: ClassVar[set[str]] = {"window", "triggers", "min_customers", "severity_steps", "period", "max_p"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +107,8 @@ class LinkageRule(Rule):
                        "events")
         if self.window <= 0 or self.period < self.window:
             raise fail("window must be a positive duration and period at least as long", "window")
+        if not 0 < self.max_p <= 1:
+            raise fail("must be a probability above 0 and at most 1, such as 0.001", "max_p")
         for count, severity in self.severity_steps:
             if SEVERITY_RANK[severity] <= SEVERITY_RANK[self.severity]:
                 raise fail("a step may only raise the severity", "severity_steps")
@@ -86,7 +119,8 @@ class LinkageRule(Rule):
                                                                                    tuple(TRIGGERS)),
                 "min_customers": r.take("min_customers", whole, 3),
                 "severity_steps": r.take("severity_steps", _steps, ()), "period": r.take("period", duration,
-                                                                                          90 * DAY)}
+                                                                                          90 * DAY),
+                "max_p": r.take("max_p", positive, 0.001)}
 
     def severity_for(self, count: int) -> str:
         severity = self.severity
@@ -116,7 +150,10 @@ class LinkageEvaluator(Evaluator):
         what = self._hit(f, trail)
         if what is None:
             return None
-        insort(trail.hits, (f.t, what, f.id))
+        trail.add_hit((f.t, what, f.id))
+        if trail.reads and not trail.counted:
+            self._count(state, HIT, f.t)
+            trail.counted = True
         out = []
         for who, reads in trail.reads.items():
             before = [r for r in reads if r[0] < f.t and f.t - r[0] <= self.rule.window]
@@ -129,7 +166,7 @@ class LinkageEvaluator(Evaluator):
     def _hit(self, f: Fact, trail: Trail) -> str | None:
         p = f.payload
         if f.kind == "business.contact_change":
-            insort(trail.contacts, f.t)
+            trail.add_contact(f.t)
             return None
         if f.kind == "business.fraud_confirmed":
             return f"confirmed fraud (case {p.case_id})" if "fraud_confirmed" in self.triggers else None
@@ -147,8 +184,16 @@ class LinkageEvaluator(Evaluator):
         out = []
         for key in f.customer_keys:
             trail: Trail = state.slot(self.id, "trail", key, Trail)
-            reads = trail.reads.setdefault(who, [])
-            if reads and abs(f.t - reads[-1][0]) < REREAD and f.t >= reads[-1][0]:
+            if not trail.reads:
+                self._count(state, EVERYONE, f.t)
+                if trail.hits and not trail.counted:
+                    self._count(state, HIT, f.t)
+                    trail.counted = True
+            reads = trail.reads.get(who)
+            if reads is None:
+                reads = trail.reads[who] = []
+                self._count(state, who, f.t)
+            elif abs(f.t - reads[-1][0]) < REREAD and f.t >= reads[-1][0]:
                 continue
             insort(reads, (f.t, f.id))
             del reads[:-READS_PER_READER]
@@ -169,15 +214,31 @@ class LinkageEvaluator(Evaluator):
         recent = {k: v for k, v in links.links.items() if v[1] >= now - self.rule.period}
         if len(recent) < self.rule.min_customers:
             return None
+        n, everyone, hit = (self._counted(state, g, now) for g in (who, EVERYONE, HIT))
+        expected = n * hit / everyone if everyone else 0.0
+        p = poisson_tail(len(recent), expected)
+        if p > self.rule.max_p:
+            return None
         severity = self.rule.severity_for(len(recent))
         if links.fired_at is not None and now - links.fired_at < self.rule.period and links.fired is not None \
                 and SEVERITY_RANK[severity] <= SEVERITY_RANK[links.fired]:
             return None
         links.fired, links.fired_at = severity, now
-        return self._alert(who, recent, severity, now)
+        return self._alert(who, recent, severity, now, {"read": n, "expected": round(expected, 2), "p": p})
+
+    def _count(self, state: State, group: str, t: float) -> None:
+        s: Series = state.slot(self.id, "series", group, Series)
+        s.add_total(int(t // DAY), 1.0)
+
+    def _counted(self, state: State, group: str, now: float) -> int:
+        s = state.peek(self.id, "series", group)
+        if s is None:
+            return 0
+        first = int((now - self.rule.period) // DAY)
+        return int(sum(v for b, v in s.totals.items() if b >= first))
 
     def _alert(self, who: str, links: dict[str, tuple[float, float, str, str, str]], severity: str,
-               now: float) -> Alert:
+               now: float, chance: dict[str, float]) -> Alert:
         person = self.ctx.directory.people.get(who)
         zone = self.ctx.calendar_for(person).zone
         ordered = sorted(links.items(), key=lambda kv: kv[1][0])
@@ -186,7 +247,7 @@ class LinkageEvaluator(Evaluator):
         first, last = ordered[0][1][0], max(v[1] for _, v in ordered)
         gaps = sorted(x["days"] for x in listed)
         measures = {"customers": len(listed), "window_days": number(self.rule.window / DAY),
-                    "median_days": gaps[len(gaps) // 2], "links": listed}
+                    "median_days": gaps[len(gaps) // 2], **chance, "links": listed}
         values = {"person": person.display if person else who, "title": self.rule.title,
                   "customers": str(len(listed)), "window_days": measures["window_days"],
                   "median_days": str(measures["median_days"]),
@@ -213,5 +274,11 @@ class LinkageEvaluator(Evaluator):
         for who, links in state.groups(self.id, "links"):
             if max((v[1] for v in links.links.values()), default=0.0) < now - self.rule.period:
                 state.drop(self.id, "links", who)
+                dropped += 1
+        for group, series in state.groups(self.id, "series"):
+            series.prune(int((now - self.rule.period) // DAY) - 1)
+            state.touch(self.id, "series", group)
+            if not series.totals:
+                state.drop(self.id, "series", group)
                 dropped += 1
         return dropped

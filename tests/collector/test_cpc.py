@@ -15,7 +15,7 @@ from agent.customer_keys import CustomerKeyHasher
 from agent.events import Actor, DbQuery, DbQueryPayload, FraudConfirmed, FraudConfirmedPayload, Source, new_event
 from collector.alerts import AlertStore
 from collector.db import make_engine
-from collector.fraud.cpc import Reads, rank
+from collector.fraud.cpc import Reads, first_reads, rank
 from collector.fraud.investigate import CPC_RULE
 from collector.fraud.synthetic import DAY, generate
 from collector.migrate import upgrade
@@ -23,6 +23,11 @@ from collector.store import EventStore
 from tests.helpers.procs import base_env
 
 SEEDS = range(20)
+
+
+def p_value(text: str) -> float:
+    """A p-value as `custos investigate cpc` prints it (`<1e-300` below what a double holds)."""
+    return 0.0 if text.startswith("<") else float(text)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -92,13 +97,13 @@ def _store_bank(engine: object, start: dt.datetime, hasher: CustomerKeyHasher) -
     return bank.staff[bank.insider][0], {key[int(v)] for v in bank.victims}
 
 
-def test_investigate_cpc_ranks_the_insider_first_from_the_store_and_raises_one_alert(sqlite_url: str,
+def test_investigate_cpc_ranks_the_insider_first_from_the_store_and_raises_one_alert(db_url: str,
                                                                                       tmp_path: Path) -> None:
-    engine = make_engine(sqlite_url)
+    engine = make_engine(db_url)
     upgrade(engine)
     start = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=45)).replace(microsecond=0)
     insider, victims = _store_bank(engine, start, CustomerKeyHasher(b"cpc-test-key-0123456789abcdef"))
-    env = base_env(CUSTOS_DATABASE_URL=sqlite_url)
+    env = base_env(CUSTOS_DATABASE_URL=db_url)
 
     def run() -> str:
         proc = subprocess.run([sys.executable, "-m", "collector", "investigate", "cpc", "--since", "90d"],
@@ -110,13 +115,45 @@ def test_investigate_cpc_ranks_the_insider_first_from_the_store_and_raises_one_a
     table = out.splitlines()
     first = table[2].split()
     assert first[0] == "1" and first[1] == insider, out
-    assert int(first[4]) >= 150 and float(first[7]) < 1e-6
+    assert int(first[4]) >= 150 and p_value(first[7]) < 1e-6
     rows = [line.split() for line in table[3:] if len(line.split()) >= 9]
-    assert len(rows) == 19 and all(float(r[7]) >= 0.01 for r in rows), out
+    assert len(rows) == 19 and all(p_value(r[7]) >= 0.01 for r in rows), out
     assert "1 alert(s) raised" in out
     (alert,) = AlertStore(engine).list(rule_id=CPC_RULE)
     assert alert.staff_id == insider and alert.severity == "critical"
     assert victims <= {x["customer"] for x in alert.measures["links"]}
     assert "alert(s) raised" not in run()  # the same findings again: no second alert
     assert len(AlertStore(engine).list(rule_id=CPC_RULE)) == 1
+    engine.dispose()
+
+
+def test_first_reads_agree_whether_keys_and_times_fit_one_integer_or_not() -> None:
+    rng = np.random.default_rng(0)
+    pair = rng.integers(0, 1000, 20_000)
+    t = rng.uniform(1.79e9, 1.79e9 + 90 * DAY, 20_000)
+    packed_keys, packed_t = first_reads(pair, t)  # the one-integer sort
+    wide_keys, wide_t = first_reads(pair + (1 << 50), t)  # too wide: the stable sort
+    assert np.array_equal(packed_keys, wide_keys - (1 << 50))
+    assert np.all((packed_t >= wide_t) & (packed_t - wide_t < 1.0))  # rounded up to the second
+    expected = {int(k): min(float(x) for x, q in zip(t, pair) if q == k) for k in np.unique(pair)[:20]}
+    assert {int(k): float(v) for k, v in zip(wide_keys - (1 << 50), wide_t) if int(k) in expected} == expected
+
+
+def test_the_daily_job_raises_the_insiders_alert_once(sqlite_url: str) -> None:
+    from collector.config import CollectorConfig
+    from collector.scheduler import Jobs
+
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    insider, victims = _store_bank(engine, now - dt.timedelta(days=45), CustomerKeyHasher(b"job-test-key-0123456789"))
+
+    (raised,) = Jobs(engine, CollectorConfig(), clock=lambda: now).run_cpc()
+
+    (alert,) = AlertStore(engine).list(rule_id=CPC_RULE)
+    assert alert.alert_id == raised and alert.staff_id == insider and alert.origin == "investigation"
+    assert alert.measures["p_adj"] < 1e-6 and victims <= {x["customer"] for x in alert.measures["links"]}
+    assert Jobs(engine, CollectorConfig(), clock=lambda: now).run_cpc() == []  # today's run is taken
+    tomorrow = Jobs(engine, CollectorConfig(), clock=lambda: now + dt.timedelta(days=1))
+    assert tomorrow.run_cpc() == []  # the same person within a week: not again
     engine.dispose()
