@@ -130,7 +130,8 @@ class App:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def ingest(self, body: bytes, encoding: str, agent: str, *, business_only: bool = False) -> IngestAck:
+    def ingest(self, body: bytes, encoding: str, agent: str, *, business_only: bool = False,
+               sent_at: str | None = None) -> IngestAck:
         """Check and store one batch sent by the credential named `agent`; returns once what was accepted is
         durable. `business_only`: the credential is a business system's, which may send only business.* events."""
         if encoding in ("gzip", "x-gzip"):
@@ -153,7 +154,7 @@ class App:
         except (OperationalError, InterfaceError) as e:
             raise _unavailable(e) from e
         if self.integrity is not None:  # each agent's hash chain and heartbeats (collector/integrity_watch.py)
-            self.integrity.on_ingest(agent, body, events, result.inserted, len(parsed.rejected))
+            self.integrity.on_ingest(agent, body, events, result.inserted, len(parsed.rejected), sent_at=sent_at)
         duplicates = result.duplicates + parsed.repeats
         if self.rules is not None and result.inserted:
             self.rules.on_stored(len(result.inserted))  # only wakes the rule worker: cannot fail or block
@@ -174,7 +175,8 @@ class App:
             body = await self.read_body(request)
             encoding = request.headers.get("content-encoding", "").strip().lower()
             ack = await run_in_threadpool(
-                lambda: self.ingest(body, encoding, who.name, business_only=who.kind == "source"))
+                lambda: self.ingest(body, encoding, who.name, business_only=who.kind == "source",
+                                    sent_at=request.headers.get("custos-sent-at")))
         except BodyTooLarge as e:
             # Close the connection: what the client has not sent yet is not worth reading.
             return _problem(413, str(e), {"Connection": "close"})
