@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import Engine
 
 from agent.events import Envelope
-from collector import chain, heartbeats
+from collector import bypass, chain, heartbeats
 from collector.config import CollectorConfig
 from collector.ledger import Publisher, seal
 from collector.scheduler import IntervalJobs
@@ -36,6 +36,7 @@ class IntegrityWatch:
         self.jobs = IntervalJobs("integrity")
         self.jobs.add("ledger-seal", self.seal, cfg.seconds("seal_every"))
         self.jobs.add("silent-agents", self.look_for_silence, cfg.seconds("check_every"))
+        self.jobs.add("proxy-bypass", self.look_for_bypass, cfg.seconds("check_every"))
         self.jobs.start()
 
     def stop(self) -> None:
@@ -68,3 +69,7 @@ class IntegrityWatch:
 
     def look_for_silence(self) -> None:
         self.alerts += len(heartbeats.silent(self.engine, self.config.silent_after_beats))
+
+    def look_for_bypass(self) -> None:
+        self.alerts += len(bypass.look(self.engine, grace=self.config.seconds("bypass_grace"),
+                                       configured=self.config.upstreams))

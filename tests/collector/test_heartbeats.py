@@ -4,19 +4,17 @@ from the agent's own heartbeats and clock, within the configured time."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent import events as ev
 from agent.heartbeat import Heartbeat
 from agent.runtime import spool_events
 from agent.ship import ShipConfig, Shipper
 from agent.spool import Spool
 from collector.alerts import AlertStore, StoredAlert
 from collector.heartbeats import Beat, judge
-from tests.helpers.api import Served, query_event, served
+from tests.helpers.api import Served, query_event
 from tests.helpers.procs import AgentProcess, wait_for
 
 T0 = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.timezone.utc)
@@ -62,12 +60,12 @@ def test_a_heartbeat_counter_going_back_means_a_new_spool() -> None:
 # -- against a real collector ----------------------------------------------------------------------------------
 
 
+INTEGRITY = 'silent_after_beats = 3\nmax_clock_skew = "2m"\n'
+
+
 @pytest.fixture
-def api(db_url: str, tmp_path: Path) -> Iterator[Served]:
-    config = tmp_path / "collector.toml"
-    config.write_text('[integrity]\ncheck_every = "1s"\nsilent_after_beats = 3\nmax_clock_skew = "2m"\n')
-    with served(tmp_path / "collector", db_url, config=config) as s:
-        yield s
+def api(integrity_api: Served) -> Served:
+    return integrity_api
 
 
 def shipper(api: Served, spool: Spool, clock_offset: float = 0.0) -> Shipper:
