@@ -102,7 +102,10 @@ def observe(engine: Engine, agent: str, events: Sequence[tuple[int, Envelope]], 
     """Judge the new heartbeats of a batch against the agent's newest, keep the newest; returns alert ids."""
     new = set(inserted)
     now = now or dt.datetime.now(dt.timezone.utc)
-    beats = [Beat.of(e, now) for _, e in events if isinstance(e, AgentHeartbeat) and e.id in new]
+    # A heartbeat without a counter (0: an older agent, or one made up by a replay) cannot be placed among the
+    # agent's own and is not judged.
+    beats = [Beat.of(e, now) for _, e in events
+             if isinstance(e, AgentHeartbeat) and e.id in new and e.payload.monotonic > 0]
     if not beats:
         return []
     out: list[Alert] = []

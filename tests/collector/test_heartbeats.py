@@ -7,13 +7,15 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from agent import events as ev
 from agent.heartbeat import Heartbeat
 from agent.runtime import spool_events
 from agent.ship import ShipConfig, Shipper
 from agent.spool import Spool
 from collector.alerts import AlertStore, StoredAlert
-from collector.heartbeats import Beat, judge
+from collector.heartbeats import Beat, judge, observe
 from tests.helpers.api import Served, query_event
 from tests.helpers.procs import AgentProcess, wait_for
 
@@ -55,6 +57,16 @@ def test_a_clock_moved_while_the_agent_runs_is_a_change() -> None:
 
 def test_a_heartbeat_counter_going_back_means_a_new_spool() -> None:
     assert rules(beat(7), beat(2, at=60)) == ["custos.heartbeat_counter_back"]
+
+
+def test_heartbeats_without_a_counter_are_not_judged(engine: Engine) -> None:
+    def hb(n: int, dropped: int) -> ev.Envelope:
+        return ev.new_event(ev.AgentHeartbeat, ev.HeartbeatPayload(
+            version="1", uptime_s=60, spool_depth=0, spool_bytes=0, dropped=dropped, dead_lettered=0, monotonic=n),
+            source=ev.Source(type="agent"))
+
+    counted, replayed = hb(5, 0), hb(0, 9)  # a replay's made-up heartbeat: no counter, a dropped count of its own
+    assert observe(engine, "agent-1", [(0, counted), (1, replayed)], {counted.id, replayed.id}, 120) == []
 
 
 # -- against a real collector ----------------------------------------------------------------------------------
