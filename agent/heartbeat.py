@@ -25,11 +25,13 @@ class Heartbeat:
         config_text: bytes = b"",
         counters: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        interval: float | None = None,
     ) -> None:
         self.spool = spool
         self.agent_id = agent_id
         self.config_hash = hashlib.sha256(config_text).hexdigest()[:16]
         self._counters = counters
+        self.interval = interval if interval is not None and interval > 0 else None
         self._clock = clock
         self._started = clock()
         self._process = psutil.Process() if psutil else None
@@ -52,6 +54,7 @@ class Heartbeat:
             dead_lettered=stats.dead,
             monotonic=self.spool.next_heartbeat_number(),
             agent_clock=utcnow(),
+            interval_s=self.interval,
             watches=sum(extra["watches"].values()) if extra.get("watches") else None,
             cpu_percent=cpu,
             rss_bytes=rss,

@@ -115,7 +115,8 @@ class Agent:
         self._lock_retry = lock_retry
         self.shipper: Shipper | None = None
         self.heartbeat = Heartbeat(
-            self.spool, agent_id=config.agent_id, config_text=config_text, counters=self._counters
+            self.spool, agent_id=config.agent_id, config_text=config_text, counters=self._counters,
+            interval=parse_duration(config.heartbeat.interval),
         )
 
     def _counters(self) -> dict[str, dict[str, int]]:

@@ -40,6 +40,7 @@ from agent.spool import Spool, SpooledEvent
 log = logging.getLogger("custos.agent.ship")
 
 EVENTS_PATH = "/api/v1/events"
+SENT_AT = "Custos-Sent-At"  # request header: the agent's wall clock when it sent the batch (RFC 3339)
 # A Retry-After longer than this (or than backoff_max, if larger) is cut to it, so that a wrong header cannot
 # silence an agent for days.
 RETRY_AFTER_MAX = 3600.0
@@ -160,7 +161,9 @@ class Shipper:
             response = self._client.post(
                 EVENTS_PATH,
                 content=gzip.compress(body, self.config.gzip_level),
-                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                # The agent's own clock as it sends: the collector compares it with its own (clock skew).
+                headers={"Content-Type": "application/json", "Content-Encoding": "gzip",
+                         SENT_AT: dt.datetime.fromtimestamp(self._clock(), dt.timezone.utc).isoformat()},
             )
         except httpx.HTTPError as e:
             # Includes an answer lost after the collector stored the batch: sending it again is safe, since

@@ -331,20 +331,26 @@ def chain(rows: list[tuple[str, bytes]], seq: int, prev: str) -> tuple[list[tupl
     event whose hash is `prev`; and the new head (number, hash), or None when nothing was chained. A body that
     is not a JSON object (only a faulty source writes one; the collector refuses it) is left as it is."""
     out: list[tuple[str, bytes]] = []
-    last: tuple[int, str] | None = None
+    link = prev.encode()
+    chained_any = False
+    sha256 = hashlib.sha256
     for eid, body in rows:
-        trimmed = body.rstrip()
-        if not (trimmed.startswith(b"{") and trimmed.endswith(b"}")):
-            out.append((eid, body))
-            continue
+        if body[:1] != b"{" or body[-1:] != b"}":
+            trimmed = body.strip()
+            if trimmed[:1] != b"{" or trimmed[-1:] != b"}":
+                out.append((eid, body))
+                continue
+            body = trimmed
         seq += 1
-        tail = b'"chain_seq":%d,"chain_prev":"%s"}' % (seq, prev.encode()) if prev else b'"chain_seq":%d}' % seq
-        sep = b"" if trimmed[1:-1].strip() == b"" else b","
-        chained = trimmed[:-1] + sep + tail
-        prev = hashlib.sha256(chained).hexdigest()
-        last = (seq, prev)
+        sep = b"" if body == b"{}" else b","
+        if link:
+            chained = b'%b%b"chain_seq":%d,"chain_prev":"%b"}' % (body[:-1], sep, seq, link)
+        else:
+            chained = b'%b%b"chain_seq":%d}' % (body[:-1], sep, seq)
+        link = sha256(chained).hexdigest().encode()
+        chained_any = True
         out.append((eid, chained))
-    return out, last
+    return out, (seq, link.decode()) if chained_any else None
 
 
 class _Transaction:

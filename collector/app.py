@@ -144,15 +144,17 @@ class App:
         return body
 
     def store_batch(self, events: list[tuple[int, Any]], agent: str, rejected: list[IngestRejection],
-                    repeats: int = 0, *, chained: bytes | None = None, refused: int = 0) -> IngestAck:
+                    repeats: int = 0, *, chained: bytes | None = None, refused: int = 0,
+                    sent_at: str | None = None) -> IngestAck:
         """Store checked events, given as (index in the batch, event); returns once they are durable.
-        `chained`: the batch as the agent sent it (decompressed), whose hash chain is then followed."""
+        `chained`: the batch as the agent sent it (decompressed), whose hash chain is then followed; `sent_at`:
+        the agent's clock when it sent the batch (its Custos-Sent-At header)."""
         try:
             result = self.store.insert([ev for _, ev in events], agent=agent)
         except (OperationalError, InterfaceError) as e:
             raise _unavailable(e) from e
         if self.integrity is not None and chained is not None:  # hash chain, heartbeats (integrity_watch.py)
-            self.integrity.on_ingest(agent, chained, events, result.inserted, refused)
+            self.integrity.on_ingest(agent, chained, events, result.inserted, refused, sent_at=sent_at)
         duplicates = result.duplicates + repeats
         if self.rules is not None and result.inserted:
             self.rules.on_stored(len(result.inserted))  # only wakes the rule worker: cannot fail or block
@@ -162,7 +164,8 @@ class App:
         m.events.labels("rejected").inc(len(rejected))
         return IngestAck(accepted=len(result.inserted), duplicates=duplicates, rejected=rejected)
 
-    def ingest(self, body: bytes, encoding: str, agent: str, *, business_only: bool = False) -> IngestAck:
+    def ingest(self, body: bytes, encoding: str, agent: str, *, business_only: bool = False,
+               sent_at: str | None = None) -> IngestAck:
         """Check and store one batch sent by the credential named `agent`; returns once what was accepted is
         durable. `business_only`: the credential is a business system's, which may send only business.* events."""
         body = self.decoded(body, encoding)
@@ -175,7 +178,8 @@ class App:
                          for i, ev in events if not ev.__struct_config__.tag.startswith("business.")]
             events = allowed
             rejected.sort(key=lambda r: r.index)
-        return self.store_batch(events, agent, rejected, parsed.repeats, chained=body, refused=len(parsed.rejected))
+        return self.store_batch(events, agent, rejected, parsed.repeats, chained=body, refused=len(parsed.rejected),
+                                sent_at=sent_at)
 
     def ingest_business(self, body: bytes, encoding: str, source: str) -> IngestAck:
         """Turn a batch of business records into business.* events (customer identifiers hashed here) and store
@@ -214,8 +218,9 @@ class App:
         who = await self.principal(request)
         if who.kind not in ("agent", "source"):
             raise HTTPException(403, "only agent credentials may send events; enroll one with `custos agents enroll`")
+        sent_at = request.headers.get("custos-sent-at")
         return await self.receive(request, lambda body, encoding: self.ingest(
-            body, encoding, who.name, business_only=who.kind == "source"))
+            body, encoding, who.name, business_only=who.kind == "source", sent_at=sent_at))
 
     async def post_business(self, request: Request) -> Response:
         who = await self.principal(request)

@@ -411,6 +411,14 @@ job_cursors = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 
+proxy_upstreams = Table(
+    "proxy_upstreams",
+    metadata,
+    Column("addr", String(64), nullable=False),  # a database server behind a proxy, as the proxy names it
+    Column("port", Integer, nullable=False),
+    Column("first_seen", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("addr", "port", name="pk_proxy_upstreams"),
+)
 
 # -- loan-fraud linkage (migration 0006) --------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import Engine
 
 from agent.events import Envelope
-from collector import chain
+from collector import bypass, chain, heartbeats
 from collector.config import CollectorConfig
 from collector.ledger import Publisher, seal
 from collector.scheduler import IntervalJobs
@@ -35,6 +35,8 @@ class IntegrityWatch:
         self.publisher = Publisher(cfg.ledger_file, cfg.syslog)
         self.jobs = IntervalJobs("integrity")
         self.jobs.add("ledger-seal", self.seal, cfg.seconds("seal_every"))
+        self.jobs.add("silent-agents", self.look_for_silence, cfg.seconds("check_every"))
+        self.jobs.add("proxy-bypass", self.look_for_bypass, cfg.seconds("check_every"))
         self.jobs.start()
 
     def stop(self) -> None:
@@ -52,11 +54,22 @@ class IntegrityWatch:
                  max_records=self.config.block_max_records)
 
     def on_ingest(self, agent: str, body: bytes, events: Sequence[tuple[int, Envelope]], inserted: Collection[str],
-                  refused: int = 0) -> None:
+                  refused: int = 0, *, sent_at: str | None = None) -> None:
         """Judge a stored batch sent by the credential `agent`: `events` as (index in the batch, event), `body` the
-        batch as received (decompressed), `inserted` the ids new to the store, `refused` how many were refused."""
+        batch as received (decompressed), `inserted` the ids new to the store, `refused` how many were refused,
+        `sent_at` the agent's clock when it sent the batch (its Custos-Sent-At header)."""
+        skew = self.config.seconds("max_clock_skew")
         try:
             self.alerts += len(chain.check(self.engine, agent, chain.links(body, events, inserted), refused))
+            self.alerts += len(heartbeats.observe(self.engine, agent, events, inserted, skew))
+            self.alerts += len(heartbeats.skewed(self.engine, agent, sent_at, skew))
         except Exception:  # noqa: BLE001 - the batch is stored; a check that fails must not fail the agent
             self.failures += 1
             log.exception("integrity checks of a batch from %s failed", agent)
+
+    def look_for_silence(self) -> None:
+        self.alerts += len(heartbeats.silent(self.engine, self.config.silent_after_beats))
+
+    def look_for_bypass(self) -> None:
+        self.alerts += len(bypass.look(self.engine, grace=self.config.seconds("bypass_grace"),
+                                       configured=self.config.upstreams))

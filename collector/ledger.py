@@ -29,21 +29,29 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Connection, Engine, func, select
+from sqlalchemy import Column, Connection, Engine, Select, Text, func, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
-from collector.db import alerts, events, ledger_blocks
+from collector.db import UtcDateTime, alerts, events, ledger_blocks
 
 log = logging.getLogger("custos.ledger")
 
-EVENT_COLUMNS: tuple[Column[Any], ...] = (
+
+
+def _raw(column: Column[Any]) -> Any:
+    """A time column as the driver gives it (SQLite: its stored text), skipping the parse into a datetime that
+    sealing every record would otherwise pay twice; PostgreSQL's driver still gives datetimes (made UTC below)."""
+    return type_coerce(column, Text).label(column.name) if isinstance(column.type, UtcDateTime) else column
+
+
+EVENT_COLUMNS: tuple[Any, ...] = tuple(_raw(c) for c in (
     events.c.seq, events.c.event_id, events.c.kind, events.c.ts, events.c.received_at, events.c.agent,
-    events.c.host, events.c.source_type, events.c.os_user, events.c.db_user, events.c.staff_id, events.c.body)
-ALERT_COLUMNS: tuple[Column[Any], ...] = (
+    events.c.host, events.c.source_type, events.c.os_user, events.c.db_user, events.c.staff_id, events.c.body))
+ALERT_COLUMNS: tuple[Any, ...] = tuple(_raw(c) for c in (
     alerts.c.id, alerts.c.alert_id, alerts.c.rule_id, alerts.c.title, alerts.c.severity, alerts.c.tags,
     alerts.c.group_key, alerts.c.staff_id, alerts.c.person_name, alerts.c.team, alerts.c.ts, alerts.c.first_ts,
     alerts.c.last_ts, alerts.c.summary, alerts.c.evidence, alerts.c.measures, alerts.c.trigger_event_id,
-    alerts.c.origin, alerts.c.created_at)
+    alerts.c.origin, alerts.c.created_at))
 KINDS = {b"e": "event", b"a": "alert"}
 GENESIS = "0" * 64
 _LEAF = struct.Struct("!cQ32s")  # kind, key, SHA-256
@@ -77,10 +85,19 @@ class Block:
                 "merkle_root": self.merkle_root, "prev_root": self.prev_root, "root": self.root}
 
 
+_TIMES = {b"e": (3, 4), b"a": (10, 11, 12, 18)}  # the time columns of EVENT_COLUMNS and ALERT_COLUMNS
+
+
 def record_bytes(kind: bytes, row: Sequence[Any]) -> bytes:
-    """A stored record's canonical bytes: its sealed columns as a JSON array, times in UTC."""
-    values = [v.astimezone(dt.timezone.utc) if isinstance(v, dt.datetime) else v for v in row]
-    return kind + _encode(values)
+    """A stored record's canonical bytes: its sealed columns as a JSON array, datetimes in UTC."""
+    times = _TIMES[kind]
+    if isinstance(row[times[0]], dt.datetime):  # PostgreSQL: in the session's zone, which is not ours to fix
+        values = list(row)
+        for i in times:
+            if values[i] is not None:
+                values[i] = values[i].astimezone(dt.timezone.utc)
+        return kind + _encode(values)
+    return kind + _encode(tuple(row))
 
 
 def leaf_of(kind: bytes, row: Sequence[Any]) -> Leaf:
@@ -123,10 +140,30 @@ def block_of(row: Any) -> Block:
                  int(row.alert_to), row.merkle_root, row.prev_root, row.root, len(row.leaves) // _LEAF.size)
 
 
-def _settled(rows: list[Any], cutoff: dt.datetime, at: int) -> list[Any]:
-    """The rows up to the last one stored before `cutoff` (column `at`): later ones wait for the next block."""
-    last = max((i for i, r in enumerate(rows) if r[at] <= cutoff), default=-1)
-    return rows[: last + 1]
+def fetch_rows(conn: Connection, stmt: Select[Any]) -> list[tuple[Any, ...]]:
+    """The rows of `stmt` as the driver gives them: sealing reads every record once, and SQLAlchemy's row objects
+    would cost more than hashing them."""
+    compiled = stmt.compile(dialect=conn.dialect)
+    params: Any = compiled.params
+    if compiled.positional:
+        params = tuple(compiled.params[k] for k in compiled.positiontup or ())
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _settled_to(conn: Connection, key: Column[Any], at: Column[Any], after: int, cutoff: dt.datetime,
+                limit: int) -> int:
+    """The highest key of the next `limit` records after `after` up to the last one stored before `cutoff`:
+    later ones wait for the next block, and no record is ever passed over."""
+    newest = conn.scalar(select(func.max(key)).where(key > after, at <= cutoff))
+    if newest is None or limit <= 0:
+        return after
+    nth = conn.scalar(select(key).where(key > after).order_by(key).offset(limit - 1).limit(1))
+    return int(newest) if nth is None else min(int(newest), int(nth))
 
 
 def seal_once(engine: Engine, *, settle: float = 10.0, max_records: int = 100_000,
@@ -135,31 +172,32 @@ def seal_once(engine: Engine, *, settle: float = 10.0, max_records: int = 100_00
     or another process sealed this block first."""
     now = now or dt.datetime.now(dt.timezone.utc)
     cutoff = now - dt.timedelta(seconds=settle)
-    with engine.begin() as conn:
+    # Read and hash outside any write transaction: on SQLite a read that later wants to write fails when another
+    # writer (ingest) committed in between, and holding the write lock while hashing would stall ingest.
+    with engine.connect() as conn:
         last = conn.execute(select(ledger_blocks.c.block_no, ledger_blocks.c.event_to, ledger_blocks.c.alert_to,
                                    ledger_blocks.c.root).order_by(ledger_blocks.c.block_no.desc()).limit(1)).first()
         block_no, event_after, alert_after, prev = (1, 0, 0, GENESIS) if last is None else (
             int(last[0]) + 1, int(last[1]), int(last[2]), str(last[3]))
-        ev_rows = _settled(list(conn.execute(select(*EVENT_COLUMNS).where(events.c.seq > event_after)
-                                             .order_by(events.c.seq).limit(max_records))), cutoff, 4)
-        al_rows = _settled(list(conn.execute(select(*ALERT_COLUMNS).where(alerts.c.id > alert_after)
-                                             .order_by(alerts.c.id).limit(max_records - len(ev_rows)))), cutoff, 18)
-        if not ev_rows and not al_rows:
-            return None
-        leaves = [leaf_of(b"e", r) for r in ev_rows] + [leaf_of(b"a", r) for r in al_rows]
-        event_to = int(ev_rows[-1][0]) if ev_rows else event_after
-        alert_to = int(al_rows[-1][0]) if al_rows else alert_after
-        merkle = merkle_root([leaf.digest for leaf in leaves])
-        root = block_root(block_no, now, event_after, event_to, alert_after, alert_to, len(leaves), merkle, prev)
-        try:
-            with conn.begin_nested():
-                conn.execute(ledger_blocks.insert().values(
-                    block_no=block_no, sealed_at=now, event_after=event_after, event_to=event_to,
-                    alert_after=alert_after, alert_to=alert_to, leaves=pack_leaves(leaves), merkle_root=merkle,
-                    prev_root=prev, root=root))
-        except IntegrityError:
-            log.info("ledger block %d was sealed by another process", block_no)
-            return None
+        event_to = _settled_to(conn, events.c.seq, events.c.received_at, event_after, cutoff, max_records)
+        ev_rows = fetch_rows(conn, select(*EVENT_COLUMNS).where(events.c.seq > event_after, events.c.seq <= event_to)
+                             .order_by(events.c.seq))
+        alert_to = _settled_to(conn, alerts.c.id, alerts.c.created_at, alert_after, cutoff, max_records - len(ev_rows))
+        al_rows = fetch_rows(conn, select(*ALERT_COLUMNS).where(alerts.c.id > alert_after, alerts.c.id <= alert_to)
+                             .order_by(alerts.c.id))
+    if not ev_rows and not al_rows:
+        return None
+    leaves = [leaf_of(b"e", r) for r in ev_rows] + [leaf_of(b"a", r) for r in al_rows]
+    merkle = merkle_root([leaf.digest for leaf in leaves])
+    root = block_root(block_no, now, event_after, event_to, alert_after, alert_to, len(leaves), merkle, prev)
+    try:  # the block number is the key: of two processes sealing at once, one inserts and the other stops here
+        with engine.begin() as conn:
+            conn.execute(ledger_blocks.insert().values(
+                block_no=block_no, sealed_at=now, event_after=event_after, event_to=event_to, alert_after=alert_after,
+                alert_to=alert_to, leaves=pack_leaves(leaves), merkle_root=merkle, prev_root=prev, root=root))
+    except IntegrityError:
+        log.info("ledger block %d was sealed by another process", block_no)
+        return None
     return Block(block_no, now, event_after, event_to, alert_after, alert_to, merkle, prev, root, len(leaves))
 
 

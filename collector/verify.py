@@ -29,6 +29,7 @@ from collector.ledger import (
     Leaf,
     block_of,
     block_root,
+    fetch_rows,
     leaf_of,
     merkle_root,
     read_ledger_file,
@@ -62,12 +63,12 @@ class Report:
 
 
 def _rows(conn: Connection, b: Block) -> Iterator[tuple[bytes, tuple[object, ...]]]:
-    for row in conn.execute(select(*EVENT_COLUMNS).where(events.c.seq > b.event_after, events.c.seq <= b.event_to)
-                            .order_by(events.c.seq)):
-        yield b"e", tuple(row)
-    for row in conn.execute(select(*ALERT_COLUMNS).where(alerts.c.id > b.alert_after, alerts.c.id <= b.alert_to)
-                            .order_by(alerts.c.id)):
-        yield b"a", tuple(row)
+    for row in fetch_rows(conn, select(*EVENT_COLUMNS).where(events.c.seq > b.event_after,
+                                                             events.c.seq <= b.event_to).order_by(events.c.seq)):
+        yield b"e", row
+    for row in fetch_rows(conn, select(*ALERT_COLUMNS).where(alerts.c.id > b.alert_after,
+                                                             alerts.c.id <= b.alert_to).order_by(alerts.c.id)):
+        yield b"a", row
 
 
 def _name(kind: bytes, row: tuple[object, ...] | None) -> str:

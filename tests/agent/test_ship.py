@@ -387,3 +387,17 @@ def test_a_ca_file_gives_a_verifying_tls_context(spool: Spool) -> None:
 def test_a_missing_ca_file_is_a_configuration_error_naming_the_key(spool: Spool, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="collector -> ca_file"):
         Shipper(spool, ShipConfig(url="https://127.0.0.1:1", token="t", ca_file=str(tmp_path / "none.pem")))
+
+
+def test_every_batch_says_when_the_agent_sent_it_by_its_own_clock(spool: Spool, collector: InProcessCollector,
+                                                                    clock: Clock) -> None:
+    import datetime as dt
+
+    seen: list[httpx.Request] = []
+    collector.on_request = seen.append
+    shipper = make_shipper(spool, collector, clock)
+    put_valid(spool, 1)
+    shipper.ship_once(force=True)
+    (request,) = seen
+    sent = dt.datetime.fromisoformat(request.headers["custos-sent-at"])
+    assert sent == dt.datetime.fromtimestamp(clock.now, dt.timezone.utc)

@@ -35,3 +35,14 @@ def engine(db_url: str) -> Iterator[Engine]:
     upgrade(e)
     yield e
     e.dispose()
+
+
+@pytest.fixture
+def integrity_api(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    """A collector on each database whose integrity checks run every second; a test module may set
+    INTEGRITY (TOML lines of the [integrity] section) to tune them further."""
+    config = tmp_path / "collector.toml"
+    extra = getattr(request.module, "INTEGRITY", "")
+    config.write_text(f'[integrity]\ncheck_every = "1s"\n{extra}')
+    with served(tmp_path / "collector", db_url, config=config) as s:
+        yield s

@@ -1,4 +1,5 @@
-"""Tamper evidence: each agent's hash chain and newest heartbeat, the ledger's sealed blocks, job cursors.
+"""Tamper evidence: each agent's hash chain and newest heartbeat, the ledger's sealed blocks, job cursors,
+the database servers behind proxies.
 
 Revision ID: 0005
 Revises: 0004
@@ -64,8 +65,15 @@ def upgrade() -> None:
         sa.Column("updated_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_job_cursors"),
     )
+    op.create_table(
+        "proxy_upstreams",
+        sa.Column("addr", sa.String(64), nullable=False),
+        sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("first_seen", UtcDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("addr", "port", name="pk_proxy_upstreams"),
+    )
 
 
 def downgrade() -> None:
-    for table in ("job_cursors", "ledger_blocks", "agent_heartbeats", "agent_chains"):
+    for table in ("proxy_upstreams", "job_cursors", "ledger_blocks", "agent_heartbeats", "agent_chains"):
         op.drop_table(table)
