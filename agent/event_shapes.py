@@ -1,11 +1,11 @@
-"""String formats of the event schema (ids, keyed hashes, source types, class names), checked once per decoded
-event rather than by the decoder.
+"""String formats of the event schema (ids, keyed hashes, source types, class names), checked after decoding
+rather than by the decoder.
 
-A `Meta(pattern=…)` made msgspec's decode of a `db.query` event about eight times slower (9 µs against 1 µs
-without patterns), far more than the regular expressions themselves cost. A `Shape` is put beside the `Meta` in a
-field's `Annotated[…]` (msgspec ignores it): the pattern still goes into the JSON Schema, and `shape_error`
-checks the decoded event with the compiled expressions, following a plan made once per event type from its type
-hints; a list of fixed-length values (customer keys) is checked in one match of the values joined.
+With `Meta(pattern=…)` msgspec runs a regular expression for every such value as it decodes: 5.5 µs for a
+typical `db.query` event against 1.4 µs without the patterns. A `Shape` is put beside the `Meta` in a field's
+`Annotated[…]` (msgspec ignores it): the pattern still goes into the JSON Schema, and `shape_errors` checks a
+whole batch with one match per field (the values joined), event by event only where that fails, following a
+plan made once per event type from its type hints.
 """
 
 from __future__ import annotations
