@@ -48,7 +48,7 @@ ClassName = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema=C
 Classes = Annotated[list[ClassName], Meta(max_length=64)]
 Counters = Annotated[dict[Name, Count], Meta(max_length=256)]
 
-_STRUCT = dict(kw_only=True, frozen=True, omit_defaults=True, forbid_unknown_fields=True)
+_STRUCT = dict(kw_only=True, frozen=True, omit_defaults=True, forbid_unknown_fields=True, gc=False)
 
 
 class Actor(Struct, **_STRUCT):  # type: ignore[call-arg]

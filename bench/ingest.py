@@ -10,7 +10,8 @@ with a fresh UUIDv7 id). Bodies are built and compressed before the clock starts
 CPU on HTTP only. PostgreSQL gets a fresh database on 127.0.0.1:5432 (`--pg`), dropped afterwards.
 
 Figures: wall events/s (what this shared machine achieved), the collector process's CPU µs per event (psutil,
-user + system), and events per CPU-second of the collector (what one idle core would do). Baselines in the same
+user + system), events per CPU-second of the collector (what one idle core would do), and on PostgreSQL the CPU
+of the server processes serving the collector's connections (the index and WAL work SQLite does in-process). Baselines in the same
 run: the same clients asking `/healthz` (the collector's cost of one HTTP request, per batch), and gunzip + a
 schema-less msgspec decode of the same bodies in this process (the least any reader of the batch pays).
 """
@@ -25,6 +26,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,7 @@ class Run:
     items: int  # events accepted, or requests answered
     wall: float
     cpu: float  # collector CPU seconds
+    db_cpu: float | None = None  # the database server's CPU seconds for this run's connections (PostgreSQL)
 
     @property
     def rate(self) -> float:
@@ -55,6 +58,33 @@ class Run:
     @property
     def per_cpu_second(self) -> float:
         return self.items / self.cpu if self.cpu else float("inf")
+
+    @property
+    def db_cpu_us(self) -> str:
+        return "" if self.db_cpu is None else f"{1e6 * self.db_cpu / self.items:,.1f}"
+
+
+def _cpu(pids: list[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:  # a backend that ended meanwhile
+            continue
+        out[pid] = t.user + t.system
+    return out
+
+
+def pg_backends(url: str) -> Callable[[], list[int]]:
+    """The server processes serving `url`'s database (the collector's pooled connections), to charge their CPU."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+
+    def pids() -> list[int]:
+        with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            return [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
+    return pids
 
 
 def templates(count: int) -> list[tuple[bytes, bytes]]:
@@ -104,8 +134,10 @@ def _client(url: str, token: str, payloads: list[bytes], start: mp.Event, result
     results.put(accepted)
 
 
-def drive(url: str, tokens: list[str], work: list[list[bytes]], pid: int, what: str) -> Run:
-    """Run one client process per token over its share of `work`; the collector's CPU and the wall time."""
+def drive(url: str, tokens: list[str], work: list[list[bytes]], pid: int, what: str,
+          backends: Callable[[], list[int]] | None = None) -> Run:
+    """Run one client process per token over its share of `work`; the collector's CPU (and its database
+    server's, given `backends`) and the wall time."""
     ctx = mp.get_context("fork")
     start, results = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_client, args=(url, t, w, start, results)) for t, w in zip(tokens, work)]
@@ -113,18 +145,21 @@ def drive(url: str, tokens: list[str], work: list[list[bytes]], pid: int, what: 
         p.start()
     time.sleep(0.5)  # let the clients import httpx and connect; the clock starts at the signal, not before
     collector = psutil.Process(pid)
+    db0 = _cpu(backends()) if backends else {}
     cpu0 = collector.cpu_times()
     t0 = time.perf_counter()
     start.set()
     items = sum(results.get(timeout=900) for _ in procs)
     wall = time.perf_counter() - t0
     cpu1 = collector.cpu_times()
+    db1 = _cpu(backends()) if backends else {}
     for p in procs:
         p.join()
         if p.exitcode != 0:
             raise SystemExit(f"a client exited {p.exitcode}")
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    return Run(what, items, wall, cpu)
+    db_cpu = sum(t - db0.get(p, 0.0) for p, t in db1.items()) if backends else None
+    return Run(what, items, wall, cpu, db_cpu)
 
 
 def decode_baseline(payloads: list[bytes], size: int) -> Run:
@@ -177,14 +212,16 @@ def bench_database(database: str, args: argparse.Namespace, blobs: list[tuple[by
             warm = [bodies(blobs, 2, args.batch, 7_000 * i) for i in range(args.clients)]
             drive(collector.url, tokens, warm, pid, "warm-up")
             health = [[b""] * (per * 4) for _ in tokens]
-            runs.append(drive(collector.url, tokens, health, pid, f"{label}: baseline GET /healthz (per request)"))
+            backends = pg_backends(url) if pg_name is not None else None
+            runs.append(drive(collector.url, tokens, health, pid, f"{label}: baseline GET /healthz (per request)",
+                              backends))
             work_ = [bodies(blobs, per, args.batch, 50_000 * i + 1) for i in range(args.clients)]
             runs.append(decode_baseline([b for w in work_ for b in w], args.batch))
             for r in range(args.repeat):
                 if r:
                     work_ = [bodies(blobs, per, args.batch, 50_000 * i + 1) for i in range(args.clients)]
                 runs.append(drive(collector.url, tokens, work_, pid,
-                                  f"{label}: POST {args.batch}-event gzip batches, {args.clients} clients"))
+                                  f"{label}: POST {args.batch}-event gzip batches, {args.clients} clients", backends))
         finally:
             collector.close()
             if pg_name is not None:
@@ -206,11 +243,11 @@ def main() -> None:
     blobs = templates(20_000)
     print(f"event size: {sum(len(b) for b, _ in blobs) / len(blobs):.0f} bytes of JSON on average")
     dbs = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
-    print(f"{'run':<62} {'items':>8} {'wall/s':>10} {'CPU µs/item':>12} {'items/CPU-s':>12}")
+    print(f"{'run':<62} {'items':>8} {'wall/s':>10} {'CPU µs/item':>12} {'items/CPU-s':>12} {'server CPU µs':>14}")
     for db in dbs:
         for run in bench_database(db, args, blobs):
             print(f"{run.what:<62} {run.items:>8,} {run.rate:>10,.0f} {run.cpu_us:>12,.1f} "
-                  f"{run.per_cpu_second:>12,.0f}", flush=True)
+                  f"{run.per_cpu_second:>12,.0f} {run.db_cpu_us:>14}", flush=True)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
 
 

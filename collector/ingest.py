@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from agent.errors import CustosError
-from agent.event_shapes import shape_error
+from agent.event_shapes import shape_errors
 from agent.events import KINDS, MAX_EVENT_BYTES, SCHEMA_VERSION, Envelope, Event
 
 
@@ -83,15 +83,19 @@ def parse_batch(body: bytes, max_events: int) -> ParsedBatch:
     raws = _split(body)
     if len(raws) > max_events:
         raise BatchError(f"{len(raws)} events in one batch; the limit is {max_events}, send smaller batches")
+    checked = [(None, raw.reason) if isinstance(raw, Rejection) else check_event(raw) for raw in raws]
+    decoded = [(i, ev) for i, (ev, _) in enumerate(checked) if ev is not None]
+    for k, reason in shape_errors([ev for _, ev in decoded]).items():
+        checked[decoded[k][0]] = (None, reason)
     good: list[tuple[int, Envelope]] = []
     bad: list[Rejection] = []
     first: dict[str, tuple[int, Envelope]] = {}
     repeats = 0
-    for i, raw in enumerate(raws):
+    for i, (event, reason) in enumerate(checked):
+        raw = raws[i]
         if isinstance(raw, Rejection):
             bad.append(Rejection(i, raw.reason, raw.id))
             continue
-        event, reason = check_event(raw)
         if event is None:
             bad.append(Rejection(i, _clip(reason), _peek_id(raw)))
             continue
@@ -108,7 +112,8 @@ def parse_batch(body: bytes, max_events: int) -> ParsedBatch:
 
 
 def check_event(raw: bytes) -> tuple[Envelope | None, str]:
-    """One event from its JSON, or None and the reason it is refused."""
+    """One event from its JSON, or None and the reason it is refused; but for its string formats (ids, keys),
+    which `parse_batch` checks for the whole batch at once (agent/event_shapes.py)."""
     if len(raw) > MAX_EVENT_BYTES:
         return None, f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}: leave large values out"
     try:
@@ -121,9 +126,6 @@ def check_event(raw: bytes) -> tuple[Envelope | None, str]:
         return None, f"event holds bytes that are not UTF-8 (at byte {e.start}); send UTF-8 text only"
     except RecursionError:
         return None, "event is nested too deeply"
-    problem = shape_error(event)
-    if problem is not None:
-        return None, problem
     # PostgreSQL text cannot hold NUL, which JSON may carry as \u0000 (and no sensor has a reason to send).
     if b"\\u0000" in raw and _holds_nul(_any_decoder.decode(raw)):
         return None, "event holds a NUL character (\\u0000) in a string; strings may not contain NUL"

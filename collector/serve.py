@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import ssl
@@ -70,6 +71,10 @@ def serve(config: CollectorConfig, *, port_file: Path | None = None, access_log:
         tmp.write_text(f"{port}\n")
         tmp.replace(port_file)
     print(f"custos collector listening on {address}", flush=True)
+    # What is loaded by now (the app, its libraries, the rules) lives as long as the process: keep it out of the
+    # collector's full passes, which a stream of decoded batches otherwise triggers over and over.
+    gc.collect()
+    gc.freeze()
     try:
         server.run(sockets=[sock])
     finally:

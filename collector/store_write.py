@@ -33,6 +33,7 @@ _PG_TYPES = ["int4", "text", "text", "timestamptz", "timestamptz", "text", "text
              "text"]
 _COLS = ", ".join(COLUMNS)
 _PG_CREATE_STAGE = (
+    "SET LOCAL client_min_messages = warning; "  # no "already exists, skipping" notice each time
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (ord int4, event_id text, kind text, ts timestamptz, "
     "received_at timestamptz, agent text, host text, source_type text, os_user text, db_user text, staff_id text, "
     "body text) ON COMMIT DELETE ROWS"
@@ -49,7 +50,7 @@ def pg_copy_insert(conn: Connection, rows: Sequence[Row]) -> set[str]:
     driver = conn.connection.driver_connection
     with driver.cursor() as cur:  # type: ignore[union-attr]
         # Every time, not once per connection: a rolled-back transaction also rolls back the table's creation.
-        cur.execute("SET LOCAL client_min_messages = warning")  # no "already exists, skipping" notice
+        # One round trip for both (no parameters: the simple protocol takes several statements).
         cur.execute(_PG_CREATE_STAGE)
         with cur.copy(_PG_COPY) as copy:
             copy.set_types(_PG_TYPES)

@@ -7,6 +7,7 @@ Every structure is indexed by event time, so a late event lands where it belongs
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
+from collections import Counter
 from typing import Any
 
 MAX_EVIDENCE = 50
@@ -15,7 +16,7 @@ MAX_EVIDENCE = 50
 class Window:
     """Entries (time, amount, item, event id) sorted by time; aggregates over any (start, end] span."""
 
-    __slots__ = ("ts", "amounts", "items", "eids", "sum_all")
+    __slots__ = ("ts", "amounts", "items", "eids", "sum_all", "_counted", "_clo", "_chi")
 
     def __init__(self) -> None:
         self.sum_all = 0.0  # the sum of every amount kept: when even that is under a limit, no span can reach it
@@ -23,6 +24,10 @@ class Window:
         self.amounts: list[float] = []
         self.items: list[str | None] = []
         self.eids: list[str] = []
+        # How often each item occurs in items[_clo:_chi], the span `distinct` was last asked about: a window that
+        # slides forward is counted by what enters and leaves it, not again from scratch.
+        self._counted: dict[str | None, int] | None = None
+        self._clo = self._chi = 0
 
     def add(self, t: float, amount: float, item: str | None, eid: str) -> None:
         self.sum_all += amount
@@ -33,6 +38,8 @@ class Window:
             self.eids.append(eid)
             return
         i = bisect_right(self.ts, t)  # a late event: keep the lists sorted by time
+        if i < self._chi:
+            self._counted = None  # it lands inside (or before) the counted span, whose indices move
         self.ts.insert(i, t)
         self.amounts.insert(i, amount)
         self.items.insert(i, item)
@@ -45,7 +52,20 @@ class Window:
         return sum(self.amounts[lo:hi])
 
     def distinct(self, lo: int, hi: int) -> int:
-        return len(set(self.items[lo:hi]))
+        counted = self._counted
+        if counted is None or lo < self._clo or hi < self._chi or (lo - self._clo) + (hi - self._chi) > hi - lo:
+            self._counted = counted = Counter(self.items[lo:hi])
+        else:
+            for item in self.items[self._chi:hi]:
+                counted[item] = counted.get(item, 0) + 1
+            for item in self.items[self._clo:lo]:
+                left = counted[item] - 1
+                if left:
+                    counted[item] = left
+                else:
+                    del counted[item]
+        self._clo, self._chi = lo, hi
+        return len(counted)
 
     def evidence(self, lo: int, hi: int) -> list[str]:
         out: list[str] = []
@@ -59,6 +79,11 @@ class Window:
     def prune(self, before: float) -> None:
         i = bisect_left(self.ts, before)
         if i:
+            if self._counted is not None and self._clo >= i:
+                self._clo -= i
+                self._chi -= i
+            else:
+                self._counted = None
             self.sum_all -= sum(self.amounts[:i])
             del self.ts[:i], self.amounts[:i], self.items[:i], self.eids[:i]
 

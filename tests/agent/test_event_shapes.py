@@ -1,39 +1,54 @@
-"""The string formats of the event schema are checked without regular expressions; they must accept exactly what
-the documented pattern (as a whole-string match) accepts."""
+"""The string formats of the event schema, checked after decoding: a whole list, or a whole batch of events, is
+judged exactly as value by value and event by event, and the first bad value is named by its path."""
 
 from __future__ import annotations
 
-import re
-
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.event_shapes import CLASS_NAME, EVENT_ID, HEX64, SOURCE_TYPE, Shape
+from agent import events as ev
+from agent.event_shapes import CLASS_NAME, EVENT_ID, HEX64, SOURCE_TYPE, Shape, shape_error, shape_errors
 
 SHAPES = [EVENT_ID, HEX64, SOURCE_TYPE, CLASS_NAME]
-# Near misses: the characters the formats use, their upper-case forms, and a few that none allows.
-NEAR = st.text(alphabet="0123456789abcdefz7-_.AFZ \n\u00e9", max_size=70)
 
 
-def _agrees(shape: Shape, value: str) -> bool:
-    return shape.check(value) == bool(re.fullmatch(shape.pattern.strip("^$"), value))
+def _valid(shape: Shape) -> st.SearchStrategy[str]:
+    return st.from_regex(shape.pattern.removeprefix("^").removesuffix("$"), fullmatch=True)
 
 
-@given(st.sampled_from(SHAPES).flatmap(lambda s: st.tuples(st.just(s), st.from_regex(s.pattern.strip("^$"),
-                                                                                      fullmatch=True))))
-def test_every_value_the_pattern_allows_passes(case: tuple[Shape, str]) -> None:
-    shape, value = case
-    assert shape.check(value), value
+# Valid values, values one character away from valid, and near misses (upper case, NUL, newline, dashes).
+def _values(shape: Shape) -> st.SearchStrategy[str]:
+    mutated = st.tuples(_valid(shape), st.integers(0, 70), st.sampled_from("A-_.\n\x00 z7\u00e9")).map(
+        lambda t: t[0][:t[1]] + t[2] + t[0][t[1] + 1:])
+    return st.one_of(_valid(shape), mutated, st.text(alphabet="0123456789abcdef-_.A\n\x00", max_size=70))
 
 
-@given(st.sampled_from(SHAPES), NEAR)
-def test_near_misses_are_judged_as_the_pattern_judges_them(shape: Shape, value: str) -> None:
-    assert _agrees(shape, value), (shape.pattern, value)
+@given(st.sampled_from(SHAPES).flatmap(lambda s: st.tuples(st.just(s), st.lists(_values(s), max_size=6))))
+def test_a_list_is_judged_as_its_values_are_one_by_one(case: tuple[Shape, list[str]]) -> None:
+    shape, values = case
+    assert shape.check_all(values) == all(shape.check(v) for v in values)
 
 
-@given(st.sampled_from(SHAPES), st.from_regex(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
-                                               fullmatch=True), st.integers(0, 35), st.characters())
-def test_one_changed_character_is_judged_as_the_pattern_judges_it(shape: Shape, value: str, at: int,
-                                                                   ch: str) -> None:
-    changed = value[:at] + ch + value[at + 1:]
-    assert _agrees(shape, changed) and _agrees(shape, changed * 2) and _agrees(shape, changed[:32] * 2)
+def _event(keys: list[str], classes: list[str], source_type: str) -> ev.Envelope:
+    return ev.new_event(ev.DbQuery, ev.DbQueryPayload(session_id="s", statement_type="SELECT", fingerprint="f",
+                                                      statement="SELECT 1", customer_keys=keys,
+                                                      sensitive_classes=classes),
+                        source=ev.Source(type=source_type))
+
+
+@given(st.lists(st.tuples(st.lists(_values(HEX64), max_size=3), st.lists(_values(CLASS_NAME), max_size=3),
+                          _values(SOURCE_TYPE)), max_size=8))
+def test_a_batch_is_judged_as_its_events_are_one_by_one(specs: list[tuple[list[str], list[str], str]]) -> None:
+    events = [_event(*spec) for spec in specs]
+    expected = {i: err for i, e in enumerate(events) if (err := shape_error(e)) is not None}
+    assert shape_errors(events) == expected
+
+
+def test_the_first_bad_value_is_named_by_its_path() -> None:
+    e = _event(["ab" * 32, "AB" * 32], ["name"], "proxy")
+    assert shape_error(e) == f"Expected `str` matching regex {HEX64.pattern!r} - at `$.payload.customer_keys[1]`"
+    assert shape_error(msgspec.structs.replace(e, id="x")) is not None
+    assert "`$.id`" in (shape_error(msgspec.structs.replace(e, id="x")) or "")
+    assert shape_error(_event([], ["name", "Card"], "proxy")) == CLASS_NAME.error("$.payload.sensitive_classes[1]")
+    assert shape_error(_event([], [], "proxy")) is None
