@@ -69,8 +69,12 @@ class Emitter:
         return self.envelope.actor(name(db_user), name(end_user))
 
     def query(self, payload: DbQueryPayload, ts: dt.datetime, db_user: str | None, end_user: str | None) -> None:
+        self.query_bytes(encode_json(payload), ts, db_user, end_user)
+
+    def query_bytes(self, payload: bytes, ts: dt.datetime, db_user: str | None, end_user: str | None) -> None:
+        """A db.query whose payload is already encoded (as msgspec would encode its DbQueryPayload)."""
         self.counts["db.query"] += 1
-        self.events.append(self.envelope.event(_DB_QUERY, encode_json(payload), ts, self.actor(db_user, end_user)))
+        self.events.append(self.envelope.event(_DB_QUERY, payload, ts, self.actor(db_user, end_user)))
 
     def session(self, payload: DbSessionPayload, ts: dt.datetime, db_user: str | None) -> None:
         self.counts["db.session"] += 1
