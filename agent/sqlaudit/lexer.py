@@ -335,7 +335,7 @@ def cache_key(redacted: str) -> str:
     """The redacted statement with value lists folded, so IN-lists and VALUES rows of any length share one entry."""
     if "?" not in redacted and "$" not in redacted:
         return redacted
-    key = _PAREN_LISTS.sub(_fold_parens, redacted)
+    key = _PAREN_LISTS.sub(_fold_parens, redacted) if "(" in redacted else redacted  # most lookups have none
     return _BRACKET_LIST.sub(_fold_array, key) if "[" in key else key
 
 
