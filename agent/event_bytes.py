@@ -18,6 +18,7 @@ from agent.ids import uuid7
 
 json = msgspec.json.Encoder().encode
 _CACHE_MAX = 20_000
+MAX_NAME = 256  # the schema's `Name` bound
 
 
 def fields(pairs: list[tuple[str, Any]]) -> bytes:
@@ -43,12 +44,15 @@ class EnvelopeBytes:
         self._last_time: tuple[int, bytes] = (0, b"")
 
     def actor(self, db_user: str | None, end_user: str | None) -> bytes:
+        """The encoded actor; empty names are left out, long ones cut to the schema's bound."""
         key = (db_user, end_user)
         frag = self._actors.get(key)
         if frag is None:
             if len(self._actors) >= _CACHE_MAX:
                 self._actors.clear()
-            frag = self._actors[key] = json(Actor(db_user=db_user or None, end_user=end_user or None))
+            actor = Actor(db_user=db_user[:MAX_NAME] if db_user else None,
+                          end_user=end_user[:MAX_NAME] if end_user else None)
+            frag = self._actors[key] = json(actor)
         return frag
 
     def time(self, ts: dt.datetime) -> tuple[int, bytes]:

@@ -87,6 +87,9 @@ class Scan(NamedTuple):
     tags: tuple[tuple[str, str], ...]
 
 
+_new_tuple = tuple.__new__  # builds a Part or Scan without the NamedTuple's Python-level __new__ (once per statement)
+
+
 def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_" or ch == "$"
 
@@ -201,8 +204,12 @@ def _block_end(sql: str, start: int, nested: bool) -> int:
 def _finish(pieces: list[str]) -> str:
     if not pieces:
         return ""
-    # Collapses whitespace inside quoted names too; harmless, as the redacted text is for people and fingerprints.
-    text = " ".join("".join(pieces).split())
+    text = "".join(pieces)
+    # Every whitespace character but the space is unprintable: a printable text without double, leading or
+    # trailing spaces is already collapsed (most are; splitting and joining them again is a fifth of the scan).
+    if not text.isprintable() or "  " in text or text[:1] == " " or text[-1:] == " ":
+        # Collapses whitespace inside quoted names too; harmless, as the redacted text is for people and fingerprints.
+        text = " ".join(text.split())
     while text.endswith(";"):  # empty statements between semicolons
         text = text[:-1].rstrip()
     return text
@@ -245,7 +252,7 @@ def scan(sql: str, mysql: bool) -> Scan:
         elif kind == "semi":
             redacted = _finish(pieces)
             if redacted:
-                parts.append(Part(redacted, part_start, start))
+                parts.append(_new_tuple(Part, (redacted, part_start, start)))
             pieces.clear()
             part_start = end
         elif kind == "comment":
@@ -264,8 +271,8 @@ def scan(sql: str, mysql: bool) -> Scan:
         append(sql[kept:])
     redacted = _finish(pieces)
     if redacted:
-        parts.append(Part(redacted, part_start, len(sql)))
-    return Scan(tuple(parts), tuple(sorted(tags.items())) if tags else ())
+        parts.append(_new_tuple(Part, (redacted, part_start, len(sql))))
+    return _new_tuple(Scan, (tuple(parts), tuple(sorted(tags.items())) if tags else ()))
 
 
 def parse_form(sql: str, mysql: bool) -> str:
@@ -328,7 +335,7 @@ def cache_key(redacted: str) -> str:
     """The redacted statement with value lists folded, so IN-lists and VALUES rows of any length share one entry."""
     if "?" not in redacted and "$" not in redacted:
         return redacted
-    key = _PAREN_LISTS.sub(_fold_parens, redacted)
+    key = _PAREN_LISTS.sub(_fold_parens, redacted) if "(" in redacted else redacted  # most lookups have none
     return _BRACKET_LIST.sub(_fold_array, key) if "[" in key else key
 
 

@@ -64,17 +64,19 @@ class Emitter:
         self._batch_errors = 0
         self._suppressed: tuple[int, int | None, int | None, str] | None = None
 
-    def actor(self, db_user: str | None, end_user: str | None) -> bytes:
-        """The encoded actor, names cut to the schema's bound."""
-        return self.envelope.actor(name(db_user), name(end_user))
-
     def query(self, payload: DbQueryPayload, ts: dt.datetime, db_user: str | None, end_user: str | None) -> None:
+        self.query_bytes(encode_json(payload), ts, db_user, end_user)
+
+    def query_bytes(self, payload: bytes, ts: dt.datetime, db_user: str | None, end_user: str | None) -> None:
+        """A db.query whose payload is already encoded (as msgspec would encode its DbQueryPayload)."""
         self.counts["db.query"] += 1
-        self.events.append(self.envelope.event(_DB_QUERY, encode_json(payload), ts, self.actor(db_user, end_user)))
+        envelope = self.envelope
+        self.events.append(envelope.event(_DB_QUERY, payload, ts, envelope.actor(db_user, end_user)))
 
     def session(self, payload: DbSessionPayload, ts: dt.datetime, db_user: str | None) -> None:
         self.counts["db.session"] += 1
-        self.events.append(self.envelope.event(_DB_SESSION, encode_json(payload), ts, self.actor(db_user, None)))
+        envelope = self.envelope
+        self.events.append(envelope.event(_DB_SESSION, encode_json(payload), ts, envelope.actor(db_user, None)))
 
     def parse_error(self, offset: int | None, line: int | None, reason: str, *, location: str | None = None) -> None:
         """A line that could not be read: counted always; an event for the first few of each read, then one
@@ -97,7 +99,8 @@ class Emitter:
 
     def _error_event(self, where: str, offset: int | None, line: int | None, reason: str) -> None:
         payload = ParseErrorPayload(location=where[:4096], offset=offset, line=line, reason=reason[:1024])
-        self.events.append(self.envelope.event(_PARSE_ERROR, encode_json(payload), utcnow(), self.actor(None, None)))
+        envelope = self.envelope
+        self.events.append(envelope.event(_PARSE_ERROR, encode_json(payload), utcnow(), envelope.actor(None, None)))
 
     def take(self) -> list[tuple[str, bytes]]:
         """The events collected since the last take (the parse-error summary included)."""

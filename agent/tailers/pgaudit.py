@@ -22,10 +22,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from agent.events import DbQueryPayload
 from agent.tailers._sql import StatementFacts, analyse_statement
 from agent.tailers._time import LogTimes, TimeFormatError
-from agent.tailers.emit import MAX_COLUMNS, MAX_TABLES, NEVER_LOGGED, Emitter, name
+from agent.tailers.emit import MAX_TABLES, NEVER_LOGGED, Emitter, name
+from agent.tailers.pgaudit_encode import QueryPayloads
 from agent.tailers.pgaudit_sessions import Who, session_end, session_start
 
 csv.field_size_limit(1 << 30)  # a logged statement can be far longer than csv's default 128 KiB
@@ -134,6 +134,7 @@ class PgAuditParser:
         self._groups: dict[tuple[str, int, str], _Group] = {}
         self._by_session: dict[str, list[tuple[str, int, str]]] = {}
         self._unknown_lists: dict[tuple[bool, bool], list[str]] = {}
+        self._payloads = QueryPayloads(self.server)
 
     # -- state ------------------------------------------------------------------------------------------------
 
@@ -269,27 +270,14 @@ class PgAuditParser:
         rows = g.rows
         if f.cursor_name is not None or g.command == "DECLARE CURSOR":
             rows = None  # pgAudit logs 0 for DECLARE and never logs the FETCHes: the rows read are not known
-        payload = DbQueryPayload(
-            session_id=who.session,
-            statement_type=(f.statement_type or g.command)[:64],
-            fingerprint=f.fingerprint,
-            statement=f.redacted,
-            database=who.database,
-            application_name=who.application_name,
-            client_addr=who.client_addr,
-            client_port=who.client_port,
-            server=self.server,
-            started_at=None if g.logged_at_end else g.ts,
-            tables_read=(g.read or list(f.tables_read))[:MAX_TABLES],
-            tables_written=(g.written or list(f.tables_written))[:MAX_TABLES],
-            columns=list(f.columns[:MAX_COLUMNS]),
-            sensitive_classes=list(f.sensitive_classes[:64]),
-            rows=rows,
-            cursor=f.cursor_name,
-            system=g.system,
-            unknown=self._unknown(rows is None, g.logged_at_end),
+        payload = self._payloads.encode(
+            who, f, (f.statement_type or g.command)[:64],
+            None if g.logged_at_end else self.emitter.envelope.time(g.ts)[1],
+            (g.read or list(f.tables_read))[:MAX_TABLES],
+            (g.written or list(f.tables_written))[:MAX_TABLES],
+            rows, g.system, self._unknown(rows is None, g.logged_at_end),
         )
-        self.emitter.query(payload, g.ts, who.user, f.end_user)
+        self.emitter.query_bytes(payload, g.ts, who.user, f.end_user)
 
     def _unknown(self, rows: bool, at_end: bool) -> list[str]:
         # Shared, never-modified lists: one per combination.

@@ -137,16 +137,17 @@ class TailerSource:
                     break
             self.emitter.location = chunk.end.path
             lines = chunk.lines
-            i = start
-            while i < len(lines):
+            i, n = start, len(lines)
+            feed, events, batch = self.format.feed, self.emitter.events, self.batch_events  # the same all chunk long
+            while i < n:
                 raw, offset, number = lines[i]
                 i += 1
                 try:
-                    self.format.feed(raw, offset, number)
+                    feed(raw, offset, number)
                 except Exception:  # noqa: BLE001 - one line must never stop the tailer
                     log.exception("%s: reading line %d of %s failed", self.name, number, chunk.end.path)
                     self.emitter.parse_error(offset, number, "the line could not be read (internal error, logged)")
-                if len(self.emitter.events) >= self.batch_events and i < len(lines):
+                if len(events) >= batch and i < n:
                     break
             read += i - start
             held = self.format.held()

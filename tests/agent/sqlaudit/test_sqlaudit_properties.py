@@ -227,3 +227,13 @@ def test_every_short_combination_of_tricky_fragments_is_handled() -> None:
             text = "".join(combo)
             check_well_formed(PG, text)
             check_well_formed(MY, text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(pieces=st.lists(st.one_of(fuzz_text, st.sampled_from([" ", "  ", "\t", "\n", "\xa0", "\u2028", "\x1c", ";"])),
+                       max_size=6))
+def test_redacted_whitespace_is_collapsed_exactly_as_splitting_would(pieces: list[str]) -> None:
+    expected = " ".join("".join(pieces).split())
+    while expected.endswith(";"):
+        expected = expected[:-1].rstrip()
+    assert lexer._finish(pieces) == expected
