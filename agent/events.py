@@ -226,7 +226,7 @@ class Envelope(Struct, tag_field="kind", **_STRUCT):  # type: ignore[call-arg]
     actor: Actor = field(default_factory=Actor)
     # The agent's hash chain, set by its spool when the event is queued (agent/spool.py): a number that counts
     # the spool's events from 1, and the SHA-256 of the previous event's bytes as queued (absent for number 1).
-    chain_seq: Annotated[int, Meta(ge=1)] | None = None
+    chain_seq: Annotated[int, Meta(ge=1, le=2**63 - 1)] | None = None
     chain_prev: Sha256 | None = None
 
 

@@ -104,8 +104,8 @@ def follow(head: Head | None, batch: Sequence[Link], refused: int = 0) -> tuple[
             continue
         expected = head.seq + 1
         if link.seq <= head.seq:
-            if not link.new:
-                continue  # sent again after a lost acknowledgement: stored already, judged already
+            if not link.new or (link.seq == head.seq and link.digest is not None and link.digest == head.hash):
+                continue  # sent again after a lost acknowledgement (or judged first in a resend that overtook it)
             if link.seq == 1 and link.prev is None:
                 found.append(Finding("restart", link, expected, f"its chain starts again at 1 after {head.seq} "
                                                                 "events: a new spool under this credential"))

@@ -32,6 +32,7 @@ from rules.alerts import Alert
 
 log = logging.getLogger("custos.heartbeats")
 DEFAULT_INTERVAL = 60.0  # an agent that does not say its interval beats at the agent's default
+MAX_BIGINT = 2**63 - 1  # counts are unbounded in events, not in the table (a counter that large is itself bogus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +56,9 @@ class Beat:
 
     def row(self) -> dict[str, object]:
         return {"host": self.host, "event_id": self.event_id, "received_at": self.received_at,
-                "monotonic": self.monotonic, "agent_clock": self.agent_clock, "uptime_s": self.uptime_s,
-                "interval_s": self.interval_s, "dropped": self.dropped, "config_hash": self.config_hash}
+                "monotonic": min(self.monotonic, MAX_BIGINT), "agent_clock": self.agent_clock,
+                "uptime_s": self.uptime_s, "interval_s": self.interval_s,
+                "dropped": min(self.dropped, MAX_BIGINT), "config_hash": self.config_hash}
 
 
 def _minutes(seconds: float) -> str:

@@ -7,8 +7,11 @@ judged as batches arrive, and on schedule the ledger sealed, silent agents and d
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -29,6 +32,9 @@ class IntegrityWatch:
         self.alerts = 0
         self.jobs: IntervalJobs | None = None
         self.publisher: Publisher | None = None
+        # PostgreSQL locks an agent's row while its batch is judged; SQLite has no row locks, so batches of one
+        # agent arriving at once (a resend after a timeout) are judged one after the other here.
+        self._judging: Any = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     def start(self) -> None:
         cfg = self.config
@@ -60,8 +66,9 @@ class IntegrityWatch:
         `sent_at` the agent's clock when it sent the batch (its Custos-Sent-At header)."""
         skew = self.config.seconds("max_clock_skew")
         try:
-            self.alerts += len(chain.check(self.engine, agent, chain.links(body, events, inserted), refused))
-            self.alerts += len(heartbeats.observe(self.engine, agent, events, inserted, skew))
+            with self._judging:
+                self.alerts += len(chain.check(self.engine, agent, chain.links(body, events, inserted), refused))
+                self.alerts += len(heartbeats.observe(self.engine, agent, events, inserted, skew))
             self.alerts += len(heartbeats.skewed(self.engine, agent, sent_at, skew))
         except Exception:  # noqa: BLE001 - the batch is stored; a check that fails must not fail the agent
             self.failures += 1

@@ -68,8 +68,9 @@ class AlertDetail(AlertOut):
 
 class AlertUpdate(BaseModel):
     status: Optional[Literal["new", "acknowledged", "closed_tp", "closed_fp", "closed_benign"]] = None
-    assignee: Optional[str] = Field(None, max_length=128, description='"" unassigns')
-    comment: Optional[str] = Field(None, max_length=4000)
+    # No NUL: PostgreSQL text cannot hold one (refused with 422 rather than failing in the database)
+    assignee: Optional[str] = Field(None, max_length=128, pattern=r"^[^\x00]*$", description='"" unassigns')
+    comment: Optional[str] = Field(None, max_length=4000, pattern=r"^[^\x00]*$")
 
 
 class SummaryRef(BaseModel):

@@ -59,6 +59,10 @@ def test_events_sent_again_pass_unjudged() -> None:
     assert walk(link(2, "h1", new=False), link(3, "h2", new=False), link(4, "h3"), head=Head(3, "h3", "x")) == []
 
 
+def test_the_newest_event_judged_again_through_an_overtaking_resend_is_not_a_fork() -> None:
+    assert walk(link(4, "h3", "h4"), head=Head(4, "h4", "x")) == []
+
+
 def test_numbers_of_refused_events_are_not_a_gap() -> None:
     assert walk(link(1), link(3, "h2"), refused=1) == []
     assert walk(link(1), link(4, "h3"), refused=1) == ["gap"]
