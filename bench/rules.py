@@ -139,6 +139,9 @@ def bench_latency(seconds: float, rate: int, database: str) -> None:
             engine.dispose()
         finally:
             collector.close()
+            for line in (work / "c" / "collector.log").read_text(errors="replace").splitlines():
+                if "rule-state checkpoint" in line:
+                    print("collector:", line.split(": ", 1)[-1])
 
     def as_dt(v: object) -> dt.datetime:
         return v if isinstance(v, dt.datetime) else dt.datetime.fromisoformat(str(v))

@@ -3,8 +3,8 @@
 Ingest calls `on_stored(n)` after its commit; that only wakes the worker, so it can neither fail nor slow an
 acknowledgement. The worker reads new events from the store by `seq` (so nothing is missed, and a restart
 resumes where the last checkpoint left off), evaluates them, stores their alerts at once, and checkpoints the
-rule state with its cursor every `checkpoint_every` seconds: the changed slots are encoded between two batches
-and written by a thread of their own while evaluation goes on.
+rule state with its cursor every `checkpoint_every` seconds: the changed slots are copied between two batches
+and encoded and written by a thread of their own while evaluation goes on.
 
 On PostgreSQL, sequence values are taken before commit, so a lower `seq` can become visible after a higher one.
 Seqs skipped over are kept as *holes* and looked for again for `hole_ttl` seconds before they are given up
@@ -214,18 +214,20 @@ class RuleRuntime:
     def checkpoint(self, *, wait: bool = True) -> None:
         """Write the rule state and its cursor as of the last evaluated batch, in one transaction.
 
-        Evaluation is held only while the changed slots are encoded (`StoreState.snapshot`); with `wait=False`
+        Evaluation is held only while the changed slots are copied (`StoreState.snapshot`); with `wait=False`
         the write runs in a thread of its own while evaluation goes on. Checkpoints are written one at a time,
         in order: each first waits for the previous write. A failed write marks its slots changed again, so the
         next checkpoint writes them (with its own, later cursor)."""
         self.wait_checkpoint()
+        began = time.monotonic()
         with self._lock:
             snap = self.state.snapshot(self.max_seq, self.holes)
         self._last_checkpoint = time.monotonic()
+        held = self._last_checkpoint - began
         if wait:
-            self._write_checkpoint(snap, raising=True)
+            self._write_checkpoint(snap, held, raising=True)
         else:
-            self._writer = threading.Thread(target=self._write_checkpoint, args=(snap,),
+            self._writer = threading.Thread(target=self._write_checkpoint, args=(snap, held),
                                             name="custos-rules-checkpoint", daemon=True)
             self._writer.start()
 
@@ -235,10 +237,10 @@ class RuleRuntime:
             self._writer.join()
             self._writer = None
 
-    def _write_checkpoint(self, snap: StateSnapshot, raising: bool = False) -> None:
+    def _write_checkpoint(self, snap: StateSnapshot, held: float, raising: bool = False) -> None:
         began = time.monotonic()
         try:
-            self.state.write(snap)
+            size = self.state.write(snap)
         except Exception as e:
             with self._lock:
                 self.state.unwritten(snap)
@@ -249,8 +251,9 @@ class RuleRuntime:
                         str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
             return
         self.stats.checkpoints += 1
-        log.debug("rule-state checkpoint: %d slots, %d characters, cursor %d, written in %.2fs", len(snap),
-                  snap.size, snap.last_seq, time.monotonic() - began)
+        if len(snap):
+            log.info("rule-state checkpoint as of seq %d: %d slots, %.1f MB; evaluation held %.3fs, written in %.2fs",
+                     snap.last_seq, len(snap), size / 1e6, held, time.monotonic() - began)
 
     def drain(self, timeout: float = 60.0) -> None:
         """Evaluate everything stored so far (for commands and tests); bounded by `timeout` seconds."""

@@ -35,18 +35,13 @@ def _upsert(conn: Connection) -> Any:
 class Snapshot:
     """The rule state's changed slots as of one point of evaluation, encoded, and the cursor that belongs to it."""
 
-    rows: list[tuple[str, str, str, str]]  # (rule, part, group, JSON data)
+    rows: list[tuple[str, str, str, Any]]  # (rule, part, group, dump: shares nothing with the live slot)
     gone: list[tuple[str, str, str]]  # slots dropped since the last checkpoint
     last_seq: int
     holes: list[int]
 
     def __len__(self) -> int:
         return len(self.rows) + len(self.gone)
-
-    @property
-    def size(self) -> int:
-        """Characters of encoded state."""
-        return sum(len(d) for *_, d in self.rows)
 
 
 class StoreState(MemoryState):
@@ -74,14 +69,15 @@ class StoreState(MemoryState):
         self.set_assignments(load_assignments(self.engine))
 
     def snapshot(self, last_seq: int, holes: Iterable[int]) -> Snapshot:
-        """The changed slots, encoded now, with the cursor they belong to; clears the marks. Cheap next to the
-        write: the caller takes it between two evaluations and may write it while evaluation goes on."""
+        """The changed slots' dumps (copies, see rules/windows.py) with the cursor they belong to; clears the
+        marks. Cheap next to encoding and writing them: the caller takes it between two evaluations and may write
+        it while evaluation goes on."""
         rows, gone = [], []
         for r, p, g, d in self.take_dirty():
             if d is None:
                 gone.append((r, p, g))
             else:
-                rows.append((r, p, g, _json.encode(d).decode()))
+                rows.append((r, p, g, d))
         return Snapshot(rows, gone, last_seq, sorted(holes))
 
     def unwritten(self, snap: Snapshot) -> None:
@@ -89,14 +85,16 @@ class StoreState(MemoryState):
         self.dirty.update((r, p, g) for r, p, g, _ in snap.rows)
         self.dirty.update(snap.gone)
 
-    def write(self, snap: Snapshot, conn: Connection | None = None) -> None:
-        """Write a snapshot's slots and its cursor in one transaction (the caller's, when `conn` is given)."""
+    def write(self, snap: Snapshot, conn: Connection | None = None) -> int:
+        """Write a snapshot's slots and its cursor in one transaction (the caller's, when `conn` is given);
+        returns the characters of JSON written."""
         if conn is None:
             with self.engine.begin() as c:
-                self._write(c, snap)
+                size = self._write(c, snap)
         else:
-            self._write(conn, snap)
+            size = self._write(conn, snap)
         self.last_seq, self.holes = snap.last_seq, snap.holes
+        return size
 
     def checkpoint(self, last_seq: int, holes: Iterable[int], conn: Connection | None = None) -> int:
         """Write the changed slots and the cursor in one transaction; returns how many slots were written."""
@@ -108,10 +106,12 @@ class StoreState(MemoryState):
             raise
         return len(snap)
 
-    def _write(self, conn: Connection, snap: Snapshot) -> None:
+    def _write(self, conn: Connection, snap: Snapshot) -> int:
         now = dt.datetime.now(dt.timezone.utc)
         ins = _upsert(conn)
-        rows = [{"rule_id": r, "part": p, "group_key": g, "data": d, "updated_at": now} for r, p, g, d in snap.rows]
+        # Encoded one slot at a time, so the evaluating thread gets the interpreter in between.
+        rows = [{"rule_id": r, "part": p, "group_key": g, "data": _json.encode(d).decode(), "updated_at": now}
+                for r, p, g, d in snap.rows]
         for i in range(0, len(rows), 500):
             stmt = ins(rule_state)
             stmt = stmt.on_conflict_do_update(index_elements=["rule_id", "part", "group_key"],
@@ -124,6 +124,7 @@ class StoreState(MemoryState):
         stmt = ins(rule_cursors).values(name=self.cursor_name, last_seq=snap.last_seq, holes=holes, updated_at=now)
         conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={
             "last_seq": snap.last_seq, "holes": holes, "updated_at": now}))
+        return sum(len(row["data"]) for row in rows)
 
 
 # -- directory and assignments ----------------------------------------------------------------------------------

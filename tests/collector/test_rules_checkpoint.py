@@ -48,13 +48,13 @@ class GatedWrite:
         self.fail = fail
         rt.state.write = self  # type: ignore[method-assign]
 
-    def __call__(self, snap: Snapshot, conn: Any = None) -> None:
+    def __call__(self, snap: Snapshot, conn: Any = None) -> int:
         self.entered.set()
         assert self.release.wait(30), "the test never released the checkpoint write"
         if self.fail:
             self.fail = False
             raise RuntimeError("the store refused the checkpoint")
-        self.real(snap, conn)
+        return self.real(snap, conn)
 
 
 def stored_cursor(engine) -> int | None:  # type: ignore[no-untyped-def]
