@@ -61,6 +61,10 @@ class StoreState(MemoryState):
         with self.engine.connect() as conn:
             for rule_id, part, group, data in conn.execute(
                     select(rule_state.c.rule_id, rule_state.c.part, rule_state.c.group_key, rule_state.c.data)):
+                if "\x00" in group:  # a linkage group kept under its old key (SQLite only): moved at the checkpoint
+                    self.dirty.add((rule_id, part, group))
+                    group = group.replace("\x00", "\x01")
+                    self.dirty.add((rule_id, part, group))
                 self.restore(rule_id, part, group, json.loads(data))
             row = conn.execute(select(rule_cursors.c.last_seq, rule_cursors.c.holes)
                                .where(rule_cursors.c.name == self.cursor_name)).first()

@@ -1,15 +1,17 @@
 """The rule-state checkpoint written beside evaluation: evaluation goes on while a checkpoint is being written,
 and a restart resumes from exactly the checkpointed cursor with the checkpointed state (never a mix of it and
-what was evaluated during the write). A write that fails is written by the next checkpoint."""
+what was evaluated during the write). A write that fails is written by the next checkpoint. Every slot can be
+stored on PostgreSQL, including the linkage rules' counts of everyone (once kept under NUL keys)."""
 
 from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select, update
 
 from collector.alerts import AlertStore
 from collector.db import make_engine, rule_cursors, rule_state
@@ -18,6 +20,7 @@ from collector.rules_runtime import RuleRuntime
 from collector.rules_state import Snapshot, import_directory
 from collector.store import EventStore
 from rules.identity import Person
+from rules.kinds.linkage import EVERYONE
 from rules.parse import load_rules
 from rules.testing import build_events
 
@@ -57,18 +60,18 @@ class GatedWrite:
         return self.real(snap, conn)
 
 
-def stored_cursor(engine) -> int | None:  # type: ignore[no-untyped-def]
+def stored_cursor(engine: Engine) -> int | None:
     with engine.connect() as conn:
         return conn.scalar(select(rule_cursors.c.last_seq).where(rule_cursors.c.name == "stream"))
 
 
-def stored_window_events(engine) -> set[str]:  # type: ignore[no-untyped-def]
+def stored_window_events(engine: Engine) -> set[str]:
     with engine.connect() as conn:
         docs = [json.loads(d) for (d,) in conn.execute(select(rule_state.c.data).where(rule_state.c.rule_id == RULE))]
     return {e for doc in docs for e in doc["e"]}
 
 
-def test_evaluation_goes_on_while_a_checkpoint_is_written_and_a_restart_resumes_from_it(db) -> None:  # type: ignore[no-untyped-def]
+def test_evaluation_goes_on_while_a_checkpoint_is_written_and_a_restart_resumes_from_it(db: Engine) -> None:
     store = EventStore(db)
     before = bulk("2026-03-02T10:00:00Z", 3000)
     store.insert(before, agent="proxy-1")
@@ -102,7 +105,7 @@ def test_evaluation_goes_on_while_a_checkpoint_is_written_and_a_restart_resumes_
     assert len(AlertStore(db).list()) == 1  # the same alert, not a second one
 
 
-def test_a_failed_checkpoint_write_is_written_by_the_next_checkpoint(db) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_checkpoint_write_is_written_by_the_next_checkpoint(db: Engine) -> None:
     store = EventStore(db)
     first = bulk("2026-03-02T10:00:00Z", 3000)
     store.insert(first, agent="proxy-1")
@@ -117,3 +120,33 @@ def test_a_failed_checkpoint_write_is_written_by_the_next_checkpoint(db) -> None
     rt.checkpoint()  # nothing changed since, yet the slot the failed write held is written now
     assert rt.stats.checkpoints == 1 and stored_cursor(db) == rt.max_seq
     assert stored_window_events(db) == {first[0].id}
+
+
+def test_linkage_counts_of_everyone_are_checkpointed_and_restored(db: Engine) -> None:
+    """Their group keys are stored as text on PostgreSQL too (which refuses NUL in text)."""
+    EventStore(db).insert(build_events([{"who": "alice", "customers": 3}]), agent="proxy-1")
+    rt = RuleRuntime(db, load_rules())
+    rt.drain()
+    rt.checkpoint()
+    again = RuleRuntime(db, load_rules())
+    everyone = again.state.peek("custos.read_then_fraud", "series", EVERYONE)
+    assert everyone is not None and sum(everyone.totals.values()) == 3
+
+
+def test_linkage_state_kept_under_the_old_nul_keys_is_moved_at_the_next_checkpoint(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'custos.db'}")
+    upgrade(engine)
+    EventStore(engine).insert(build_events([{"who": "alice", "customers": 2}]), agent="proxy-1")
+    rt = RuleRuntime(engine, load_rules())
+    rt.drain()
+    rt.checkpoint()
+    with engine.begin() as conn:  # as an earlier version stored it
+        conn.execute(update(rule_state).where(rule_state.c.group_key == EVERYONE).values(group_key="\x00all"))
+    again = RuleRuntime(engine, load_rules())
+    again.checkpoint()
+    with engine.connect() as conn:
+        groups = {g for (g,) in conn.execute(select(rule_state.c.group_key).where(
+            rule_state.c.rule_id == "custos.read_then_fraud", rule_state.c.part == "series"))}
+    assert EVERYONE in groups and "\x00all" not in groups
+    assert sum(again.state.peek("custos.read_then_fraud", "series", EVERYONE).totals.values()) == 2
+    engine.dispose()
