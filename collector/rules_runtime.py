@@ -3,7 +3,8 @@
 Ingest calls `on_stored(n)` after its commit; that only wakes the worker, so it can neither fail nor slow an
 acknowledgement. The worker reads new events from the store by `seq` (so nothing is missed, and a restart
 resumes where the last checkpoint left off), evaluates them, stores their alerts at once, and checkpoints the
-rule state with its cursor every few seconds.
+rule state with its cursor every `checkpoint_every` seconds: the changed slots are copied between two batches
+and encoded and written by a thread of their own while evaluation goes on.
 
 On PostgreSQL, sequence values are taken before commit, so a lower `seq` can become visible after a higher one.
 Seqs skipped over are kept as *holes* and looked for again for `hole_ttl` seconds before they are given up
@@ -28,6 +29,7 @@ from agent.events import Envelope, Event
 from collector.alerts import AlertStore
 from collector.db import events
 from collector.config import CollectorConfig
+from collector.rules_state import Snapshot as StateSnapshot
 from collector.rules_state import StoreState, directory_version, load_assignments, load_directory, merged_directory
 from rules.engine import Engine as RuleEngine
 from rules.identity import Directory
@@ -75,6 +77,7 @@ class RuleRuntime:
         self.started = clock()
         self._last_checkpoint = time.monotonic()
         self._last_tick = 0.0
+        self._writer: threading.Thread | None = None  # the checkpoint being written while evaluation goes on
         self.refresh_directory()
 
     @classmethod
@@ -122,7 +125,7 @@ class RuleRuntime:
                     pass
                 self.maybe_tick()
                 if time.monotonic() - self._last_checkpoint >= self.checkpoint_every:
-                    self.checkpoint()
+                    self.checkpoint(wait=False)
                 backoff = 0.5
             except (OperationalError, InterfaceError) as e:  # the store unreachable: say so in one line
                 self.stats.failures += 1
@@ -208,11 +211,49 @@ class RuleRuntime:
             if alerts:
                 self.stats.alerts += len(self.alert_store.save(alerts, origin="stream"))
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, wait: bool = True) -> None:
+        """Write the rule state and its cursor as of the last evaluated batch, in one transaction.
+
+        Evaluation is held only while the changed slots are copied (`StoreState.snapshot`); with `wait=False`
+        the write runs in a thread of its own while evaluation goes on. Checkpoints are written one at a time,
+        in order: each first waits for the previous write. A failed write marks its slots changed again, so the
+        next checkpoint writes them (with its own, later cursor)."""
+        self.wait_checkpoint()
+        began = time.monotonic()
         with self._lock:
-            self.state.checkpoint(self.max_seq, self.holes)
-            self._last_checkpoint = time.monotonic()
-            self.stats.checkpoints += 1
+            snap = self.state.snapshot(self.max_seq, self.holes)
+        self._last_checkpoint = time.monotonic()
+        held = self._last_checkpoint - began
+        if wait:
+            self._write_checkpoint(snap, held, raising=True)
+        else:
+            self._writer = threading.Thread(target=self._write_checkpoint, args=(snap, held),
+                                            name="custos-rules-checkpoint", daemon=True)
+            self._writer.start()
+
+    def wait_checkpoint(self) -> None:
+        """Wait until the checkpoint being written (if any) is written or has failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+
+    def _write_checkpoint(self, snap: StateSnapshot, held: float, raising: bool = False) -> None:
+        began = time.monotonic()
+        try:
+            size = self.state.write(snap)
+        except Exception as e:
+            with self._lock:
+                self.state.unwritten(snap)
+            self.stats.failures += 1
+            if raising:
+                raise
+            log.warning("rule-state checkpoint failed (%s); its slots are written at the next one",
+                        str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+            return
+        self.stats.checkpoints += 1
+        if len(snap):
+            log.info("rule-state checkpoint as of seq %d: %d slots, %.1f MB; evaluation held %.3fs, written in %.2fs",
+                     snap.last_seq, len(snap), size / 1e6, held, time.monotonic() - began)
 
     def drain(self, timeout: float = 60.0) -> None:
         """Evaluate everything stored so far (for commands and tests); bounded by `timeout` seconds."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +31,19 @@ def _upsert(conn: Connection) -> Any:
     return sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The rule state's changed slots as of one point of evaluation, encoded, and the cursor that belongs to it."""
+
+    rows: list[tuple[str, str, str, Any]]  # (rule, part, group, dump: shares nothing with the live slot)
+    gone: list[tuple[str, str, str]]  # slots dropped since the last checkpoint
+    last_seq: int
+    holes: list[int]
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.gone)
+
+
 class StoreState(MemoryState):
     """Rule state in memory, persisted to `rule_state` by `checkpoint`."""
 
@@ -47,6 +61,10 @@ class StoreState(MemoryState):
         with self.engine.connect() as conn:
             for rule_id, part, group, data in conn.execute(
                     select(rule_state.c.rule_id, rule_state.c.part, rule_state.c.group_key, rule_state.c.data)):
+                if "\x00" in group:  # a linkage group kept under its old key (SQLite only): moved at the checkpoint
+                    self.dirty.add((rule_id, part, group))
+                    group = group.replace("\x00", "\x01")
+                    self.dirty.add((rule_id, part, group))
                 self.restore(rule_id, part, group, json.loads(data))
             row = conn.execute(select(rule_cursors.c.last_seq, rule_cursors.c.holes)
                                .where(rule_cursors.c.name == self.cursor_name)).first()
@@ -54,37 +72,63 @@ class StoreState(MemoryState):
             self.last_seq, self.holes = int(row[0]), [int(h) for h in json.loads(row[1])]
         self.set_assignments(load_assignments(self.engine))
 
-    def checkpoint(self, last_seq: int, holes: Iterable[int], conn: Connection | None = None) -> int:
-        """Write the changed slots and the cursor in one transaction; returns how many slots were written."""
-        changed = self.take_dirty()
-        holes = sorted(holes)
-        now = dt.datetime.now(dt.timezone.utc)
+    def snapshot(self, last_seq: int, holes: Iterable[int]) -> Snapshot:
+        """The changed slots' dumps (copies, see rules/windows.py) with the cursor they belong to; clears the
+        marks. Cheap next to encoding and writing them: the caller takes it between two evaluations and may write
+        it while evaluation goes on."""
+        rows, gone = [], []
+        for r, p, g, d in self.take_dirty():
+            if d is None:
+                gone.append((r, p, g))
+            else:
+                rows.append((r, p, g, d))
+        return Snapshot(rows, gone, last_seq, sorted(holes))
+
+    def unwritten(self, snap: Snapshot) -> None:
+        """A snapshot's write failed: mark its slots changed again so the next checkpoint writes them."""
+        self.dirty.update((r, p, g) for r, p, g, _ in snap.rows)
+        self.dirty.update(snap.gone)
+
+    def write(self, snap: Snapshot, conn: Connection | None = None) -> int:
+        """Write a snapshot's slots and its cursor in one transaction (the caller's, when `conn` is given);
+        returns the characters of JSON written."""
         if conn is None:
             with self.engine.begin() as c:
-                self._write(c, changed, last_seq, holes, now)
+                size = self._write(c, snap)
         else:
-            self._write(conn, changed, last_seq, holes, now)
-        self.last_seq, self.holes = last_seq, holes
-        return len(changed)
+            size = self._write(conn, snap)
+        self.last_seq, self.holes = snap.last_seq, snap.holes
+        return size
 
-    def _write(self, conn: Connection, changed: list[tuple[str, str, str, Any]], last_seq: int, holes: list[int],
-               now: dt.datetime) -> None:
+    def checkpoint(self, last_seq: int, holes: Iterable[int], conn: Connection | None = None) -> int:
+        """Write the changed slots and the cursor in one transaction; returns how many slots were written."""
+        snap = self.snapshot(last_seq, holes)
+        try:
+            self.write(snap, conn)
+        except Exception:
+            self.unwritten(snap)
+            raise
+        return len(snap)
+
+    def _write(self, conn: Connection, snap: Snapshot) -> int:
+        now = dt.datetime.now(dt.timezone.utc)
         ins = _upsert(conn)
+        # Encoded one slot at a time, so the evaluating thread gets the interpreter in between.
         rows = [{"rule_id": r, "part": p, "group_key": g, "data": _json.encode(d).decode(), "updated_at": now}
-                for r, p, g, d in changed if d is not None]
-        gone = [(r, p, g) for r, p, g, d in changed if d is None]
+                for r, p, g, d in snap.rows]
         for i in range(0, len(rows), 500):
             stmt = ins(rule_state)
             stmt = stmt.on_conflict_do_update(index_elements=["rule_id", "part", "group_key"],
                                               set_={"data": stmt.excluded.data, "updated_at": now})
             conn.execute(stmt, rows[i:i + 500])
-        for r, p, g in gone:
+        for r, p, g in snap.gone:
             conn.execute(delete(rule_state).where(rule_state.c.rule_id == r, rule_state.c.part == p,
                                                   rule_state.c.group_key == g))
-        stmt = ins(rule_cursors).values(name=self.cursor_name, last_seq=last_seq, holes=json.dumps(holes),
-                                        updated_at=now)
+        holes = json.dumps(snap.holes)
+        stmt = ins(rule_cursors).values(name=self.cursor_name, last_seq=snap.last_seq, holes=holes, updated_at=now)
         conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={
-            "last_seq": last_seq, "holes": json.dumps(holes), "updated_at": now}))
+            "last_seq": snap.last_seq, "holes": holes, "updated_at": now}))
+        return sum(len(row["data"]) for row in rows)
 
 
 # -- directory and assignments ----------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The rule state's building blocks: sliding windows, bucketed series, first-seen sets, sequence step logs and
 presence marks. Each is plain data that turns into JSON (`dump`) and back (`load`), so a store can keep it.
+A dump shares no list or dict with its slot (a Mark's value is replaced, never changed in place): a checkpoint
+takes dumps between two evaluations and encodes and writes them while evaluation changes the slots.
 
 Every structure is indexed by event time, so a late event lands where it belongs and is evaluated there.
 """
@@ -91,7 +93,7 @@ class Window:
         return len(self.ts)
 
     def dump(self) -> Any:
-        return {"t": self.ts, "a": self.amounts, "i": self.items, "e": self.eids}
+        return {"t": self.ts[:], "a": self.amounts[:], "i": self.items[:], "e": self.eids[:]}
 
     @classmethod
     def load(cls, doc: Any) -> Window:
@@ -185,7 +187,7 @@ class Series:
 
     def dump(self) -> Any:
         return {"f": self.first, "t": list(self.totals.items()), "s": [(b, sorted(s)) for b, s in self.sets.items()],
-                "l": self.last_bucket, "p": list(self.per_bucket.items()), "rb": self.roll_bucket,
+                "l": dict(self.last_bucket), "p": list(self.per_bucket.items()), "rb": self.roll_bucket,
                 "rv": self.roll_value}
 
     @classmethod
@@ -211,7 +213,7 @@ class Seen:
         self.values: dict[str, list[float]] = {}
 
     def dump(self) -> Any:
-        return {"since": self.since, "v": self.values}
+        return {"since": self.since, "v": {k: v[:] for k, v in self.values.items()}}
 
     @classmethod
     def load(cls, doc: Any) -> Seen:
@@ -232,7 +234,7 @@ class Steps:
         self.matched = [[m for m in step if m[0] >= before] for step in self.matched]
 
     def dump(self) -> Any:
-        return {"m": self.matched}
+        return {"m": [step[:] for step in self.matched]}
 
     @classmethod
     def load(cls, doc: Any) -> Steps:
@@ -312,7 +314,8 @@ class Trail:
         self.contacts = [c for c in self.contacts if c >= before] or ()
 
     def dump(self) -> Any:
-        return {"r": self.reads, "h": self.hits, "c": self.contacts, "k": self.counted}
+        return {"r": {w: r[:] for w, r in self.reads.items()}, "h": self.hits[:], "c": self.contacts[:],
+                "k": self.counted}
 
     @classmethod
     def load(cls, doc: Any) -> Trail:
@@ -336,7 +339,7 @@ class Links:
         self.fired_at: float | None = None
 
     def dump(self) -> Any:
-        return {"l": self.links, "f": self.fired, "a": self.fired_at}
+        return {"l": dict(self.links), "f": self.fired, "a": self.fired_at}
 
     @classmethod
     def load(cls, doc: Any) -> Links:

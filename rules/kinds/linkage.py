@@ -37,7 +37,9 @@ TRIGGERS: dict[str, tuple[str, ...]] = {  # trigger → the event kinds it needs
 }
 READS_PER_READER = 8  # the latest reads of one customer by one person that are kept
 REREAD = 3600.0  # a read within this of the person's previous read of the customer adds nothing
-EVERYONE, HIT = "\x00all", "\x00hit"  # series groups of the customers anyone read, and of those hit
+# Series groups of the customers anyone read, and of those hit: a control character no staff id holds (not NUL,
+# which PostgreSQL text cannot hold; collector/rules_state.py renames state stored under the old NUL keys).
+EVERYONE, HIT = "\x01all", "\x01hit"
 
 
 def poisson_tail(k: int, mean: float) -> float:
