@@ -9,14 +9,17 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import event as sa_event
 
 from agent import events as ev
 from collector.alerts import AlertStore
-from collector.db import events, ledger_blocks
+from collector.db import events, ledger_blocks, make_engine
 from collector.integrity import integrity_alert
+from collector.migrate import upgrade
 from collector.ledger import (
     EVENT_COLUMNS,
     GENESIS,
@@ -89,6 +92,39 @@ def test_an_edited_event_is_named_as_changed(engine: Engine, sealed: Path) -> No
     with engine.begin() as conn:  # the insider makes someone else the reader
         conn.execute(update(events).where(events.c.seq == target).values(staff_id="someone-else"))
     assert problems(engine, sealed) == [("changed", "event", target)]
+
+
+def test_an_event_time_moved_by_one_microsecond_is_named_as_changed(engine: Engine, sealed: Path) -> None:
+    target = seqs(engine)[2]
+    with engine.begin() as conn:
+        conn.execute(update(events).where(events.c.seq == target).values(ts=T0 + dt.timedelta(microseconds=3)))
+    assert problems(engine, sealed) == [("changed", "event", target)]
+
+
+def in_zone(url: str, zone: str) -> Engine:
+    """An engine whose sessions show times in `zone` (PostgreSQL gives timestamps in the session's zone)."""
+    engine = make_engine(url)
+
+    @sa_event.listens_for(engine, "connect")
+    def _zone(dbapi_conn: Any, record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET TIME ZONE '{zone}'")
+        dbapi_conn.commit()
+    return engine
+
+
+def test_a_record_sealed_in_one_session_zone_verifies_clean_in_another(pg_url: str, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    kolkata, honolulu = in_zone(pg_url, "Asia/Kolkata"), in_zone(pg_url, "Pacific/Honolulu")
+    try:
+        upgrade(kolkata)
+        store_events(kolkata, 3)
+        store_alert(kolkata, "a1")
+        assert seal_now(kolkata, ledger) == 1
+        assert problems(honolulu, ledger) == []
+    finally:
+        kolkata.dispose()
+        honolulu.dispose()
 
 
 def test_a_deleted_event_is_named(engine: Engine, sealed: Path) -> None:
