@@ -8,7 +8,8 @@ ledger sealing every second.
 
 Each round runs the three setups one after another on fresh databases (the rules off, so that only ingest and
 the integrity work compete), SQLite then PostgreSQL, and reports per database and setup the median over rounds
-of the ingest rate (events/s of wall time), the collector's CPU time per event (psutil, user + system) and on
+of the ingest rate (events/s of wall time), the collector's CPU time per event (psutil, user + system; its sealing process's
+included when it has one) and on
 PostgreSQL the server's, each against the setup without integrity checks measured in the same run. With sealing, it also reports how long after the last batch the
 ledger had sealed every event.
 """
@@ -26,15 +27,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from agent.events import encode
 from agent.spool import chain
-from bench.ingest import PG_ADMIN, drive, drop_pg, fresh_pg, pg_backends
+from bench.ingest import PG_ADMIN, _cpu, drive, drop_pg, fresh_pg, pg_backends
 from rules.scenario import generate
 
 SETUPS = {  # name: ([integrity] section, whether it seals)
     "integrity off": ("enabled = false\n", False),
     "chain + heartbeat checks, no sealing": ('seal_every = "1000h"\n', False),
     "checks + sealing every 1s": ('seal_every = "1s"\nseal_settle = "0s"\n', True),
+    "checks + sealing every 1s, seal_worker = process": (
+        'seal_every = "1s"\nseal_settle = "0s"\nseal_worker = "process"\n', True),
 }
 
 
@@ -44,7 +49,8 @@ class Result:
     setup: str
     events: int
     wall: float
-    cpu: float  # the collector's CPU seconds while it ingested
+    cpu: float  # the collector's CPU seconds while it ingested, its sealing process's included
+    child_cpu: float  # of which the sealing process's
     db_cpu: float | None  # PostgreSQL's, for the collector's connections
     caught_up: float | None  # seconds after the last batch until the ledger had sealed every event
 
@@ -106,8 +112,16 @@ def run_once(kind: str, setup: str, work: list[list[bytes]], pg: str) -> Result:
             collector.start()
             assert collector.proc is not None
             backends = pg_backends(url) if kind == "postgresql" else None
-            run = drive(collector.url, tokens, work, collector.proc.pid, setup, backends)
-            n = run.items
+            # each agent's first batch warms the collector up; with sealing, the clock starts once that is sealed
+            warm = drive(collector.url, tokens, [w[:1] for w in work], collector.proc.pid, "warm-up")
+            deadline = time.perf_counter() + 120
+            while seals and sealed_to(url) < warm.items and time.perf_counter() < deadline:
+                time.sleep(0.2)  # polling for the ledger to have sealed the warm-up
+            children = psutil.Process(collector.proc.pid).children()
+            before = _cpu([c.pid for c in children])
+            run = drive(collector.url, tokens, [w[1:] for w in work], collector.proc.pid, setup, backends)
+            child_cpu = sum(t - before.get(p, 0.0) for p, t in _cpu([c.pid for c in children]).items())
+            n = warm.items + run.items
             caught_up = None
             if seals:
                 done = time.perf_counter()
@@ -117,20 +131,20 @@ def run_once(kind: str, setup: str, work: list[list[bytes]], pg: str) -> Result:
                 caught_up = time.perf_counter() - done
         finally:
             collector.close()
-    return Result(kind, setup, n, run.wall, run.cpu, run.db_cpu, caught_up)
+    return Result(kind, setup, run.items, run.wall, run.cpu + child_cpu, child_cpu, run.db_cpu, caught_up)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     ap.add_argument("--batch", type=int, default=1000, help="events per batch")
-    ap.add_argument("--batches", type=int, default=120, help="batches per run, over all clients")
+    ap.add_argument("--batches", type=int, default=120, help="measured batches per run, over all clients")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pg", default=PG_ADMIN, help="a PostgreSQL URL allowed to create and drop databases")
     args = ap.parse_args()
     load0 = os.getloadavg()
-    work = chained_work(args.clients, args.batches, args.batch)
+    work = chained_work(args.clients, args.batches + args.clients, args.batch)  # one batch each to warm up
     kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
     results: list[Result] = []
     for r in range(args.rounds):
@@ -140,6 +154,8 @@ def main() -> None:
                 results.append(res)
                 extra = f", sealed all {res.caught_up:.1f}s after the last batch" if res.caught_up is not None else ""
                 server = f", server {res.db_cpu / res.events * 1e6:.1f} µs" if res.db_cpu is not None else ""
+                if res.child_cpu:
+                    server += f", of which sealing process {res.child_cpu / res.events * 1e6:.1f} µs"
                 print(f"round {r + 1}: {kind}: {setup}: {res.events / res.wall:,.0f} events/s, "
                       f"{res.cpu / res.events * 1e6:.1f} µs CPU/event{server}{extra}", flush=True)
     load1 = os.getloadavg()
@@ -148,7 +164,7 @@ def main() -> None:
           f"{args.batches} gzip'd batches of {args.batch} per run, medians of {args.rounds} rounds")
     for kind in kinds:
         print(f"\n{kind}\n| setup | ingest (wall) | vs off | collector CPU per event | vs off | server CPU per event |"
-              " sealed all |")
+              " sealed all | of which sealing process |")
         base_rate = base_cpu = 0.0
         for setup in SETUPS:
             mine = [x for x in results if x.database == kind and x.setup == setup]
@@ -158,9 +174,11 @@ def main() -> None:
                 base_rate, base_cpu = rate, cpu
             server = [x.db_cpu / x.events * 1e6 for x in mine if x.db_cpu is not None]
             caught = [x.caught_up for x in mine if x.caught_up is not None]
+            child = statistics.median(x.child_cpu / x.events * 1e6 for x in mine)
             print(f"| {setup} | {rate:,.0f} events/s | {rate / base_rate:.2f}x | {cpu:.1f} µs | {cpu / base_cpu:.2f}x "
                   f"| {f'{statistics.median(server):.1f} µs' if server else ''} "
-                  f"| {f'{statistics.median(caught):.1f} s after' if caught else ''} |")
+                  f"| {f'{statistics.median(caught):.1f} s after' if caught else ''} "
+                  f"| {f'{child:.1f} µs' if child else ''} |")
 
 
 if __name__ == "__main__":

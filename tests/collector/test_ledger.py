@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy import event as sa_event
@@ -246,20 +247,40 @@ def test_custos_verify_exits_zero_when_clean_and_one_naming_what_changed(engine:
     assert later.returncode == 0  # no block was sealed since then
 
 
-def test_the_running_collector_seals_what_it_stores_on_schedule(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_the_running_collector_seals_what_it_stores_on_schedule(db_url: str, tmp_path: Path, worker: str) -> None:
     from tests.helpers.api import served
     from tests.helpers.procs import wait_for
 
     ledger = tmp_path / "ledger.jsonl"
     config = tmp_path / "collector.toml"
-    config.write_text(f'[integrity]\nseal_every = "1s"\nseal_settle = "0s"\nledger_file = "{ledger}"\n')
+    config.write_text(f'[integrity]\nseal_every = "1s"\nseal_settle = "0s"\nledger_file = "{ledger}"\n'
+                      f'seal_worker = "{worker}"\n')
+
+    def sealed_events() -> int:
+        lines = read_ledger_file(ledger)
+        return max((line["events"][1] for line in lines.values()), default=0)
+
     with served(tmp_path / "collector", db_url, config=config) as api:
         assert api.post_events(*(query_event() for _ in range(5))).status_code == 200
-
-        def sealed_events() -> int:
-            lines = read_ledger_file(ledger)
-            return max((line["events"][1] for line in lines.values()), default=0)
-
         wait_for(lambda: sealed_events() >= 5, 30, "the collector to seal the 5 events it stored")
+        if worker == "process":  # a sealing process that dies is started again, and sealing goes on
+            assert api.collector.proc is not None
+            first = sealing_children(api.collector.proc.pid)
+            assert len(first) == 1
+            first[0].kill()
+            assert api.post_events(*(query_event() for _ in range(3))).status_code == 200
+            wait_for(lambda: sealed_events() >= 8, 60, "a new sealing process to seal the 3 events stored after")
+            second = sealing_children(api.collector.proc.pid)
+            assert len(second) == 1 and second[0].pid != first[0].pid
         report = verify(api.engine, ledger_file=ledger)
     assert report.problems == [] and report.records >= 5
+    if worker == "process":  # the collector killed, its sealing process ends too
+        wait_for(lambda: not second[0].is_running() or second[0].status() == psutil.STATUS_ZOMBIE, 30,
+                 "the sealing process to end after its collector was killed")
+
+
+def sealing_children(pid: int) -> list[psutil.Process]:
+    """The processes the collector `pid` spawned (multiprocessing's resource tracker aside)."""
+    return [p for p in psutil.Process(pid).children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            and any("spawn_main" in a for a in p.cmdline())]
