@@ -41,10 +41,6 @@ class SupervisedChild:
                 log.error("%s process exited with %s; starting it again", self.name, self._proc.exitcode)
                 self._spawn()
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
     def start(self) -> None:
         if self._proc is None:
             self._stop.clear()
