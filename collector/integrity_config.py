@@ -8,6 +8,7 @@
     seal_every = "1m"             # how often stored events and alerts are sealed into a ledger block
     seal_settle = "10s"           # records younger than this wait for the next block (commits still in flight)
     block_max_records = 100000    # the most records one block seals
+    seal_worker = "thread"        # or "process": sealing in a child process of its own
     ledger_file = "/var/lib/custos/ledger.jsonl"   # every block's root appended here too ("" for none)
     syslog = ""                   # and sent here: "/dev/log", or "host:514" over UDP ("" for nowhere)
     bypass_grace = "30s"          # a staff machine's session to a database waits this long for the proxy's
@@ -15,6 +16,8 @@
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import msgspec
 
@@ -29,6 +32,7 @@ class IntegritySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     seal_every: Duration = "1m"
     seal_settle: Duration = "10s"
     block_max_records: int = 100_000
+    seal_worker: Literal["thread", "process"] = "thread"  # a process of its own does not share ingest's interpreter
     ledger_file: str = ""
     syslog: str = ""
     bypass_grace: Duration = "30s"

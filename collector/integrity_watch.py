@@ -19,6 +19,7 @@ from agent.events import Envelope
 from collector import bypass, chain, heartbeats
 from collector.config import CollectorConfig
 from collector.ledger import Publisher, seal
+from collector.ledger_process import SealProcess
 from collector.scheduler import IntervalJobs
 
 log = logging.getLogger("custos.integrity")
@@ -28,6 +29,8 @@ class IntegrityWatch:
     def __init__(self, engine: Engine, config: CollectorConfig) -> None:
         self.engine = engine
         self.config = config.integrity
+        self.url = config.database.url
+        self.sealer: SealProcess | None = None
         self.failures = 0  # checks that could not run (database errors); each logged
         self.alerts = 0
         self.jobs: IntervalJobs | None = None
@@ -40,12 +43,19 @@ class IntegrityWatch:
         cfg = self.config
         self.publisher = Publisher(cfg.ledger_file, cfg.syslog)
         self.jobs = IntervalJobs("integrity")
-        self.jobs.add("ledger-seal", self.seal, cfg.seconds("seal_every"))
+        if cfg.seal_worker == "process":
+            self.sealer = SealProcess(self.url, cfg)
+            self.sealer.start()
+        else:
+            self.jobs.add("ledger-seal", self.seal, cfg.seconds("seal_every"))
         self.jobs.add("silent-agents", self.look_for_silence, cfg.seconds("check_every"))
         self.jobs.add("proxy-bypass", self.look_for_bypass, cfg.seconds("check_every"))
         self.jobs.start()
 
     def stop(self) -> None:
+        if self.sealer is not None:
+            self.sealer.stop()
+            self.sealer = None
         if self.jobs is not None:
             self.jobs.stop()
             self.jobs = None

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Connection, Engine, Select, Text, func, select, type_coerce
+from sqlalchemy import Column, Connection, Engine, Select, Text, func, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.exc import IntegrityError
 
 from collector.db import UtcDateTime, alerts, events, ledger_blocks
@@ -38,10 +40,31 @@ log = logging.getLogger("custos.ledger")
 
 
 
+class _SealedTime(ColumnElement[str]):
+    """A time column as sealed: SQLite's stored text as it is; on PostgreSQL the same text made in the server
+    (`to_char` in UTC, whatever the session's zone) rather than a datetime the driver builds and sealing then
+    makes UTC, for every record. Other databases give the driver's datetime (made UTC in `record_bytes`)."""
+
+    inherit_cache = True
+
+    def __init__(self, column: Column[Any]) -> None:
+        self.column = column
+        self.type = Text()
+
+
+@compiles(_SealedTime)
+def _sealed_time_default(element: _SealedTime, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(_SealedTime, "postgresql")
+def _sealed_time_pg(element: _SealedTime, compiler: Any, **kw: Any) -> str:
+    return f"to_char({compiler.process(element.column, **kw)} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+
+
 def _raw(column: Column[Any]) -> Any:
-    """A time column as the driver gives it (SQLite: its stored text), skipping the parse into a datetime that
-    sealing every record would otherwise pay twice; PostgreSQL's driver still gives datetimes (made UTC below)."""
-    return type_coerce(column, Text).label(column.name) if isinstance(column.type, UtcDateTime) else column
+    """A column as sealing reads it: time columns as text (`_SealedTime`), skipping the parse into a datetime."""
+    return _SealedTime(column).label(column.name) if isinstance(column.type, UtcDateTime) else column
 
 
 EVENT_COLUMNS: tuple[Any, ...] = tuple(_raw(c) for c in (
@@ -91,7 +114,7 @@ _TIMES = {b"e": (3, 4), b"a": (10, 11, 12, 18)}  # the time columns of EVENT_COL
 def record_bytes(kind: bytes, row: Sequence[Any]) -> bytes:
     """A stored record's canonical bytes: its sealed columns as a JSON array, datetimes in UTC."""
     times = _TIMES[kind]
-    if isinstance(row[times[0]], dt.datetime):  # PostgreSQL: in the session's zone, which is not ours to fix
+    if isinstance(row[times[0]], dt.datetime):  # a driver's datetime, in the session's zone
         values = list(row)
         for i in times:
             if values[i] is not None:
@@ -102,6 +125,14 @@ def record_bytes(kind: bytes, row: Sequence[Any]) -> bytes:
 
 def leaf_of(kind: bytes, row: Sequence[Any]) -> Leaf:
     return Leaf(kind, int(row[0]), hashlib.sha256(b"\x00" + record_bytes(kind, row)).digest())
+
+
+def leaves_of(kind: bytes, rows: Sequence[Sequence[Any]]) -> list[Leaf]:
+    """`leaf_of` each row, in one loop: sealing hashes every stored record, so the per-record overhead counts."""
+    if not rows or isinstance(rows[0][_TIMES[kind][0]], dt.datetime):
+        return [leaf_of(kind, r) for r in rows]
+    sha256, prefix = hashlib.sha256, b"\x00" + kind
+    return [Leaf(kind, int(r[0]), sha256(prefix + _encode(r)).digest()) for r in rows]
 
 
 def merkle_root(digests: Sequence[bytes]) -> str:
@@ -187,7 +218,7 @@ def seal_once(engine: Engine, *, settle: float = 10.0, max_records: int = 100_00
                              .order_by(alerts.c.id))
     if not ev_rows and not al_rows:
         return None
-    leaves = [leaf_of(b"e", r) for r in ev_rows] + [leaf_of(b"a", r) for r in al_rows]
+    leaves = leaves_of(b"e", ev_rows) + leaves_of(b"a", al_rows)
     merkle = merkle_root([leaf.digest for leaf in leaves])
     root = block_root(block_no, now, event_after, event_to, alert_after, alert_to, len(leaves), merkle, prev)
     try:  # the block number is the key: of two processes sealing at once, one inserts and the other stops here

@@ -9,14 +9,18 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import event as sa_event
 
 from agent import events as ev
 from collector.alerts import AlertStore
-from collector.db import events, ledger_blocks
+from collector.db import events, ledger_blocks, make_engine
 from collector.integrity import integrity_alert
+from collector.migrate import upgrade
 from collector.ledger import (
     EVENT_COLUMNS,
     GENESIS,
@@ -89,6 +93,39 @@ def test_an_edited_event_is_named_as_changed(engine: Engine, sealed: Path) -> No
     with engine.begin() as conn:  # the insider makes someone else the reader
         conn.execute(update(events).where(events.c.seq == target).values(staff_id="someone-else"))
     assert problems(engine, sealed) == [("changed", "event", target)]
+
+
+def test_an_event_time_moved_by_one_microsecond_is_named_as_changed(engine: Engine, sealed: Path) -> None:
+    target = seqs(engine)[2]
+    with engine.begin() as conn:
+        conn.execute(update(events).where(events.c.seq == target).values(ts=T0 + dt.timedelta(microseconds=3)))
+    assert problems(engine, sealed) == [("changed", "event", target)]
+
+
+def in_zone(url: str, zone: str) -> Engine:
+    """An engine whose sessions show times in `zone` (PostgreSQL gives timestamps in the session's zone)."""
+    engine = make_engine(url)
+
+    @sa_event.listens_for(engine, "connect")
+    def _zone(dbapi_conn: Any, record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET TIME ZONE '{zone}'")
+        dbapi_conn.commit()
+    return engine
+
+
+def test_a_record_sealed_in_one_session_zone_verifies_clean_in_another(pg_url: str, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    kolkata, honolulu = in_zone(pg_url, "Asia/Kolkata"), in_zone(pg_url, "Pacific/Honolulu")
+    try:
+        upgrade(kolkata)
+        store_events(kolkata, 3)
+        store_alert(kolkata, "a1")
+        assert seal_now(kolkata, ledger) == 1
+        assert problems(honolulu, ledger) == []
+    finally:
+        kolkata.dispose()
+        honolulu.dispose()
 
 
 def test_a_deleted_event_is_named(engine: Engine, sealed: Path) -> None:
@@ -210,20 +247,40 @@ def test_custos_verify_exits_zero_when_clean_and_one_naming_what_changed(engine:
     assert later.returncode == 0  # no block was sealed since then
 
 
-def test_the_running_collector_seals_what_it_stores_on_schedule(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_the_running_collector_seals_what_it_stores_on_schedule(db_url: str, tmp_path: Path, worker: str) -> None:
     from tests.helpers.api import served
     from tests.helpers.procs import wait_for
 
     ledger = tmp_path / "ledger.jsonl"
     config = tmp_path / "collector.toml"
-    config.write_text(f'[integrity]\nseal_every = "1s"\nseal_settle = "0s"\nledger_file = "{ledger}"\n')
+    config.write_text(f'[integrity]\nseal_every = "1s"\nseal_settle = "0s"\nledger_file = "{ledger}"\n'
+                      f'seal_worker = "{worker}"\n')
+
+    def sealed_events() -> int:
+        lines = read_ledger_file(ledger)
+        return max((line["events"][1] for line in lines.values()), default=0)
+
     with served(tmp_path / "collector", db_url, config=config) as api:
         assert api.post_events(*(query_event() for _ in range(5))).status_code == 200
-
-        def sealed_events() -> int:
-            lines = read_ledger_file(ledger)
-            return max((line["events"][1] for line in lines.values()), default=0)
-
         wait_for(lambda: sealed_events() >= 5, 30, "the collector to seal the 5 events it stored")
+        if worker == "process":  # a sealing process that dies is started again, and sealing goes on
+            assert api.collector.proc is not None
+            first = sealing_children(api.collector.proc.pid)
+            assert len(first) == 1
+            first[0].kill()
+            assert api.post_events(*(query_event() for _ in range(3))).status_code == 200
+            wait_for(lambda: sealed_events() >= 8, 60, "a new sealing process to seal the 3 events stored after")
+            second = sealing_children(api.collector.proc.pid)
+            assert len(second) == 1 and second[0].pid != first[0].pid
         report = verify(api.engine, ledger_file=ledger)
     assert report.problems == [] and report.records >= 5
+    if worker == "process":  # the collector killed, its sealing process ends too
+        wait_for(lambda: not second[0].is_running() or second[0].status() == psutil.STATUS_ZOMBIE, 30,
+                 "the sealing process to end after its collector was killed")
+
+
+def sealing_children(pid: int) -> list[psutil.Process]:
+    """The processes the collector `pid` spawned (multiprocessing's resource tracker aside)."""
+    return [p for p in psutil.Process(pid).children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            and any("spawn_main" in a for a in p.cmdline())]
