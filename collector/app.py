@@ -29,7 +29,7 @@ from collector.api_schema import EVENTS_PATH, SECURITY, IngestAck, IngestRejecti
 from collector.config import CollectorConfig
 from collector.credentials import Principal
 from collector.fraud import business
-from collector.ingest import BatchError, BodyTooLarge, gunzip, parse_batch
+from collector.ingest import BatchError, BodyTooLarge, ParsedBatch, gunzip, parse_batch
 from collector.integrity_watch import IntegrityWatch
 from collector.metrics import Metrics
 from collector.rules_runtime import rule_runtime
@@ -39,7 +39,7 @@ from collector.web import install as install_web
 log = logging.getLogger("custos.collector")
 
 T = TypeVar("T")
-NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL; refuse it at the door rather than fail in the query
+NO_NUL = r"^[^\x00]*$"  # documented on every string query parameter; RefuseNul answers a NUL with 422
 MAX_SEQ = 2**63 - 1
 READ_ROLES = ("admin", "analyst")
 
@@ -144,17 +144,17 @@ class App:
         return body
 
     def store_batch(self, events: list[tuple[int, Any]], agent: str, rejected: list[IngestRejection],
-                    repeats: int = 0, *, chained: bytes | None = None, refused: int = 0,
+                    repeats: int = 0, *, agent_batch: ParsedBatch | None = None, refused: int = 0,
                     sent_at: str | None = None) -> IngestAck:
         """Store checked events, given as (index in the batch, event); returns once they are durable.
-        `chained`: the batch as the agent sent it (decompressed), whose hash chain is then followed; `sent_at`:
+        `agent_batch`: the batch as an agent sent it, whose hash chain is then followed; `sent_at`:
         the agent's clock when it sent the batch (its Custos-Sent-At header)."""
         try:
             result = self.store.insert([ev for _, ev in events], agent=agent)
         except (OperationalError, InterfaceError) as e:
             raise _unavailable(e) from e
-        if self.integrity is not None and chained is not None:  # hash chain, heartbeats (integrity_watch.py)
-            self.integrity.on_ingest(agent, chained, events, result.inserted, refused, sent_at=sent_at)
+        if self.integrity is not None and agent_batch is not None:  # hash chain, heartbeats (integrity_watch.py)
+            self.integrity.on_ingest(agent, agent_batch.pieces, events, result.inserted, refused, sent_at=sent_at)
         duplicates = result.duplicates + repeats
         if self.rules is not None and result.inserted:
             self.rules.on_stored(len(result.inserted))  # only wakes the rule worker: cannot fail or block
@@ -178,7 +178,7 @@ class App:
                          for i, ev in events if not ev.__struct_config__.tag.startswith("business.")]
             events = allowed
             rejected.sort(key=lambda r: r.index)
-        return self.store_batch(events, agent, rejected, parsed.repeats, chained=body, refused=len(parsed.rejected),
+        return self.store_batch(events, agent, rejected, parsed.repeats, agent_batch=parsed, refused=len(parsed.rejected),
                                 sent_at=sent_at)
 
     def ingest_business(self, body: bytes, encoding: str, source: str) -> IngestAck:
@@ -321,12 +321,12 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
     )
     async def get_events(
         who: Annotated[Principal, Depends(state.reader)],
-        kind: Annotated[str | None, Query(max_length=64, pattern=NO_NUL,
+        kind: Annotated[str | None, Query(max_length=64,
                                           description="a kind, or a prefix ending in *: business.*")] = None,
-        agent: Annotated[str | None, Query(max_length=128, pattern=NO_NUL,
+        agent: Annotated[str | None, Query(max_length=128,
                                            description="the credential name the events came with")] = None,
-        staff_id: Annotated[str | None, Query(max_length=256, pattern=NO_NUL)] = None,
-        host: Annotated[str | None, Query(max_length=256, pattern=NO_NUL)] = None,
+        staff_id: Annotated[str | None, Query(max_length=256)] = None,
+        host: Annotated[str | None, Query(max_length=256)] = None,
         since: Annotated[str | None, Query(description="events at or after this time (with its zone)",
                                            json_schema_extra={"format": "date-time"})] = None,
         until: Annotated[str | None, Query(description="events before this time (with its zone)",

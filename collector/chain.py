@@ -22,7 +22,6 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-import msgspec
 from sqlalchemy import Engine, select
 
 from agent.events import Envelope
@@ -31,13 +30,6 @@ from collector.db import agent_chains
 from collector.integrity import integrity_alert, upsert
 
 log = logging.getLogger("custos.chain")
-
-
-class _RawBatch(msgspec.Struct):
-    events: list[msgspec.Raw]
-
-
-_raw_batch = msgspec.json.Decoder(_RawBatch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,25 +61,18 @@ class Finding:
     detail: str
 
 
-def digests(body: bytes) -> list[str | None]:
-    """SHA-256 of every event of a batch body, by index; all None when the body is not a clean batch (the
-    lenient parse of a malformed body does not keep the bytes)."""
-    try:
-        raws = _raw_batch.decode(body).events
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return []
-    return [hashlib.sha256(bytes(r)).hexdigest() for r in raws]
-
-
-def links(body: bytes, events: Sequence[tuple[int, Envelope]], inserted: Collection[str]) -> list[Link]:
-    """The chained events of a parsed batch (index in the batch, event) in batch order."""
+def links(pieces: Sequence[bytes] | None, events: Sequence[tuple[int, Envelope]], inserted: Collection[str]
+          ) -> list[Link]:
+    """The chained events of a parsed batch (index in the batch, event) in batch order. `pieces`: each event's
+    bytes as sent, by index (collector/ingest.py), whose SHA-256 the next event names; None when the batch had
+    to be read leniently and the bytes are not the agent's (the hashes are then unknown)."""
     chained = [(i, e) for i, e in events if e.chain_seq is not None]
     if not chained:
         return []
-    hashes = digests(body)
     new = set(inserted)
-    return [Link(e.id, int(e.chain_seq), e.chain_prev, hashes[i] if i < len(hashes) else None,  # type: ignore[arg-type]
-                 e.id in new, e.ts) for i, e in chained]
+    return [Link(e.id, int(e.chain_seq), e.chain_prev,  # type: ignore[arg-type]
+                 None if pieces is None else hashlib.sha256(pieces[i]).hexdigest(), e.id in new, e.ts)
+            for i, e in chained]
 
 
 def follow(head: Head | None, batch: Sequence[Link], refused: int = 0) -> tuple[Head | None, list[Finding]]:

@@ -44,6 +44,9 @@ class ParsedBatch:
     events: list[tuple[int, Envelope]]  # (index in the batch, event)
     rejected: list[Rejection]
     repeats: int = 0  # exact copies of an earlier event of the batch: duplicates, acknowledged with it
+    # Each event's bytes exactly as sent, by index (what an agent's hash chain covers); None when the body had
+    # to be read leniently, which re-encodes the events.
+    pieces: list[bytes] | None = None
 
 
 # A reason is sent back to the agent and kept in its spool: long enough to act on, never a whole payload.
@@ -80,7 +83,7 @@ def gunzip(body: bytes, limit: int) -> bytes:
 
 def parse_batch(body: bytes, max_events: int) -> ParsedBatch:
     """Split `body` into events and check each; raise BatchError only when `body` is not a batch at all."""
-    raws = _split(body)
+    raws, exact = _split(body)
     if len(raws) > max_events:
         raise BatchError(f"{len(raws)} events in one batch; the limit is {max_events}, send smaller batches")
     checked = [(None, raw.reason) if isinstance(raw, Rejection) else check_event(raw) for raw in raws]
@@ -108,7 +111,7 @@ def parse_batch(body: bytes, max_events: int) -> ParsedBatch:
                                         "differs from this one; every event needs its own id", event.id))
             continue
         good.append((i, event))
-    return ParsedBatch(good, bad, repeats)
+    return ParsedBatch(good, bad, repeats, raws if exact else None)  # type: ignore[arg-type]
 
 
 def check_event(raw: bytes) -> tuple[Envelope | None, str]:
@@ -181,10 +184,11 @@ def _peek_id(raw: bytes) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 40 else None
 
 
-def _split(body: bytes) -> list[bytes | Rejection]:
-    """The events of a batch as raw JSON, or as the reason one cannot be read on its own."""
+def _split(body: bytes) -> tuple[list[bytes | Rejection], bool]:
+    """The events of a batch as raw JSON, or as the reason one cannot be read on its own; and whether the raw
+    JSON is each event's bytes exactly as sent."""
     try:
-        return [bytes(r) for r in _batch_decoder.decode(body).events]
+        return [bytes(r) for r in _batch_decoder.decode(body).events], True
     except msgspec.ValidationError as e:
         raise BatchError(f'the body must be {{"events": [ ... ]}}: {e}') from e
     except RecursionError as e:
@@ -192,7 +196,7 @@ def _split(body: bytes) -> list[bytes | Rejection]:
     except msgspec.DecodeError:
         # msgspec refuses a lone surrogate escape (\ud800) anywhere in the body; find the events holding one
         # and keep the rest.
-        return _split_lenient(body)
+        return _split_lenient(body), False
 
 
 def _split_lenient(body: bytes) -> list[bytes | Rejection]:

@@ -69,15 +69,15 @@ class IntegrityWatch:
             seal(self.engine, self.publisher, settle=self.config.seconds("seal_settle"),
                  max_records=self.config.block_max_records)
 
-    def on_ingest(self, agent: str, body: bytes, events: Sequence[tuple[int, Envelope]], inserted: Collection[str],
-                  refused: int = 0, *, sent_at: str | None = None) -> None:
-        """Judge a stored batch sent by the credential `agent`: `events` as (index in the batch, event), `body` the
-        batch as received (decompressed), `inserted` the ids new to the store, `refused` how many were refused,
+    def on_ingest(self, agent: str, pieces: Sequence[bytes] | None, events: Sequence[tuple[int, Envelope]],
+                  inserted: Collection[str], refused: int = 0, *, sent_at: str | None = None) -> None:
+        """Judge a stored batch sent by the credential `agent`: `events` as (index in the batch, event), `pieces`
+        each event's bytes as sent (None when the batch was read leniently), `inserted` the ids new to the store, `refused` how many were refused,
         `sent_at` the agent's clock when it sent the batch (its Custos-Sent-At header)."""
         skew = self.config.seconds("max_clock_skew")
         try:
             with self._judging:
-                self.alerts += len(chain.check(self.engine, agent, chain.links(body, events, inserted), refused))
+                self.alerts += len(chain.check(self.engine, agent, chain.links(pieces, events, inserted), refused))
                 self.alerts += len(heartbeats.observe(self.engine, agent, events, inserted, skew))
             self.alerts += len(heartbeats.skewed(self.engine, agent, sent_at, skew))
         except Exception:  # noqa: BLE001 - the batch is stored; a check that fails must not fail the agent
