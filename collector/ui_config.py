@@ -29,6 +29,7 @@
     type = "webhook"              # webhook | email | syslog
     format = "slack"              # webhook: json | slack | teams; syslog: rfc5424 | cef
     url = "https://hooks.example/…"
+    secret_env = "CUSTOS_SOC_HOOK_SECRET"   # optional: sign each POST (Custos-Signature) with this variable's secret
     min_severity = "high"         # alerts below this are not sent here
     teams = []                    # only these teams' alerts (empty: all)
     kinds = ["alert"]             # alert | weekly | reminder | escalation
@@ -97,6 +98,7 @@ class Receiver(_Section):
     timeout_seconds: float = 10.0
     # webhook
     url: str | None = None
+    secret_env: str | None = None  # sign each POST with HMAC-SHA256 under the secret in this environment variable
     # email
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 587
@@ -117,6 +119,8 @@ class Receiver(_Section):
             raise ValueError(f"receivers.{self.name}.url: a webhook receiver needs url")
         if self.type == "webhook" and self.format not in ("json", "slack", "teams"):
             raise ValueError(f"receivers.{self.name}.format: a webhook sends json, slack or teams")
+        if self.secret_env is not None and self.type != "webhook":
+            raise ValueError(f"receivers.{self.name}.secret_env: only webhooks are signed")
         if self.type == "syslog" and self.format not in ("rfc5424", "cef"):
             raise ValueError(f"receivers.{self.name}.format: syslog sends rfc5424 or cef")
 

@@ -80,7 +80,7 @@ class Dispatcher:
                               NotifySection(max_attempts=1), self.clock())
                 continue
             try:
-                detail = send(receiver, item.payload)
+                detail = send(receiver, item.payload, str(item.id))
                 ok = True
             except DeliveryError as e:
                 detail, ok = str(e), False

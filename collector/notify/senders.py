@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import smtplib
 import socket
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 
 from agent.errors import CustosError
-from collector.notify import formats
+from collector.notify import formats, signing
 from collector.ui_config import Receiver
 
 
@@ -19,10 +20,11 @@ class DeliveryError(CustosError):
     """A receiver did not take a message; the outbox retries it later."""
 
 
-def send(receiver: Receiver, msg: dict[str, Any]) -> str:
+def send(receiver: Receiver, msg: dict[str, Any], delivery: str) -> str:
+    """Deliver `msg`; `delivery` names the message the same way on every retry (webhooks send it as a header)."""
     try:
         if receiver.type == "webhook":
-            return _webhook(receiver, msg)
+            return _webhook(receiver, msg, delivery)
         if receiver.type == "email":
             return _email(receiver, msg)
         return _syslog(receiver, msg)
@@ -32,8 +34,17 @@ def send(receiver: Receiver, msg: dict[str, Any]) -> str:
         raise DeliveryError(f"{type(e).__name__}: {e}") from e
 
 
-def _webhook(r: Receiver, msg: dict[str, Any]) -> str:
-    resp = httpx.post(str(r.url), json=formats.webhook_body(msg, r.format), timeout=r.timeout_seconds)
+def _webhook(r: Receiver, msg: dict[str, Any], delivery: str) -> str:
+    secret = None
+    if r.secret_env:
+        value = os.environ.get(r.secret_env, "")
+        if not value:
+            raise DeliveryError(f"the environment variable {r.secret_env} (receivers.{r.name}.secret_env) is empty: "
+                                "set it to the webhook's signing secret in the collector's environment")
+        secret = value.encode()
+    body = json.dumps(formats.webhook_body(msg, r.format), ensure_ascii=False, separators=(",", ":")).encode()
+    head = {"Content-Type": "application/json", **signing.headers(secret, delivery, body)}
+    resp = httpx.post(str(r.url), content=body, headers=head, timeout=r.timeout_seconds)
     if not 200 <= resp.status_code < 300:
         raise DeliveryError(f"HTTP {resp.status_code} from the webhook")
     return f"HTTP {resp.status_code}"

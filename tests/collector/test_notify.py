@@ -1,11 +1,14 @@
 """Notifications: alert and weekly-summary e-mails through a real SMTP server with STARTTLS, syslog lines in
-RFC 5424 and CEF over a real socket, Slack and Teams bodies, routing, backoff and leases."""
+RFC 5424 and CEF over a real socket, signed webhooks to a real HTTP receiver, Slack and Teams bodies, routing,
+backoff and leases."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import socket
+import time
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +19,11 @@ from sqlalchemy import Engine, select
 from collector.config import CollectorConfig, RulesSection
 from collector.db import alerts, make_engine, notify_log, notify_outbox
 from collector.migrate import upgrade
-from collector.notify import Dispatcher, formats, outbox
+from collector.notify import Dispatcher, formats, outbox, signing
 from collector.ui_config import NotifySection, Receiver, WeeklySection
 from collector.weekly import last_week
 from collector.weekly_jobs import send_summaries
-from tests.helpers.mail import SmtpServer
+from tests.helpers.mail import SmtpServer, WebhookReceiver
 from tests.helpers.ui_data import seed_scenario
 
 ZONE = "Europe/Vilnius"
@@ -168,3 +171,71 @@ def test_a_failing_message_backs_off_doubling_and_a_leased_one_is_not_taken_twic
     assert status == "dead"
     assert 9 <= delays[0] <= 11 and 18 <= delays[1] <= 22 and 36 <= delays[2] <= 44
     assert outbox.claim_due(engine, t + dt.timedelta(days=1)) == []  # dead: kept, not retried
+
+
+SECRET = "a-secret-shared-with-the-soc"
+
+
+def test_webhook_posts_are_signed_and_a_retry_keeps_its_delivery_id(engine: Engine,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUSTOS_SOC_HOOK_SECRET", SECRET)
+    hook = WebhookReceiver(refuse_first=1)
+    hook.start()
+    try:
+        soc = Receiver(name="soc", type="webhook", format="json", url=hook.url, min_severity="critical",
+                       secret_env="CUSTOS_SOC_HOOK_SECRET")
+        t = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.timezone.utc)
+        cfg = NotifySection(receivers=[soc], retry_base_seconds=10, retry_max_seconds=60)
+        first = Dispatcher(engine, cfg, clock=lambda: t)
+        n = first.scan_alerts()
+        assert n >= 2
+        assert first.deliver_due() == n - 1  # the receiver refuses its first request
+        later = Dispatcher(engine, cfg, clock=lambda: t + dt.timedelta(minutes=5))
+        assert later.deliver_due() == 1
+    finally:
+        hook.close()
+
+    requests = hook.requests
+    assert len(requests) == n + 1
+    with engine.connect() as conn:
+        outbox_ids = {str(i) for i in conn.scalars(select(notify_outbox.c.id))}
+    deliveries = [signing.verify(SECRET.encode(), headers, body) for headers, body in requests]
+    assert set(deliveries) == outbox_ids and len(outbox_ids) == n
+    assert deliveries.count(deliveries[0]) == 2  # the refused message came again under the same id
+    assert sorted(b["alert_id"] for b in hook.received()) == sorted(
+        json.loads(body)["alert_id"] for _, body in requests[1:])
+
+    headers, body = requests[-1]
+    with pytest.raises(signing.BadSignature, match="does not match the body"):
+        signing.verify(SECRET.encode(), headers, body.replace(b"critical", b"low"))
+    with pytest.raises(signing.BadSignature, match="does not match the body"):
+        signing.verify(b"another-secret", headers, body)
+    with pytest.raises(signing.BadSignature, match="beyond the 300 s tolerance"):
+        signing.verify(SECRET.encode(), headers, body, now=time.time() + 301)
+    with pytest.raises(signing.BadSignature, match="no Custos-Signature header"):
+        signing.verify(SECRET.encode(), {k: v for k, v in headers.items() if k != "Custos-Signature"}, body)
+
+
+def test_a_webhook_whose_secret_is_missing_keeps_its_messages_and_says_which_variable(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUSTOS_SOC_HOOK_SECRET", raising=False)
+    hook = WebhookReceiver()
+    hook.start()
+    try:
+        soc = Receiver(name="soc", type="webhook", format="json", url=hook.url, min_severity="critical",
+                       secret_env="CUSTOS_SOC_HOOK_SECRET")
+        dispatcher = Dispatcher(engine, NotifySection(receivers=[soc]))
+        assert dispatcher.scan_alerts() >= 1
+        assert dispatcher.deliver_due() == 0
+    finally:
+        hook.close()
+    assert hook.requests == []  # nothing goes out unsigned
+    with engine.connect() as conn:
+        assert set(conn.scalars(select(notify_outbox.c.status))) == {"pending"}
+        details = set(conn.scalars(select(notify_log.c.detail)))
+    assert details and all("CUSTOS_SOC_HOOK_SECRET" in d for d in details)
+
+
+def test_only_webhooks_take_a_signing_secret() -> None:
+    with pytest.raises(ValueError, match="receivers.mail.secret_env: only webhooks are signed"):
+        Receiver(name="mail", type="email", secret_env="X")

@@ -100,10 +100,13 @@ class SmtpServer:
 
 class WebhookReceiver:
     """An HTTP server whose port is bound at once but that accepts connections only after `start()`: until then
-    every delivery is refused, as by a receiver that is down."""
+    every delivery is refused, as by a receiver that is down. `refuse_first` answers that many requests with 503
+    once it is up. `requests` keeps every request's headers and exact body bytes, refused ones included."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse_first: int = 0) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.refuse_first = refuse_first
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -122,8 +125,11 @@ class WebhookReceiver:
             def do_POST(self) -> None:  # noqa: N802 - the http.server protocol
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 with receiver.lock:
-                    receiver.bodies.append(json.loads(body))
-                self.send_response(200)
+                    receiver.requests.append((dict(self.headers.items()), body))
+                    refused = len(receiver.requests) <= receiver.refuse_first
+                    if not refused:
+                        receiver.bodies.append(json.loads(body))
+                self.send_response(503 if refused else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
 
