@@ -1,9 +1,9 @@
 """The proxy's spool writer as a child process, so that SQLite never competes with forwarding for the GIL.
 
 In one process, every row `sqlite3.executemany` inserts hands the GIL back and forth with the event loop; on a
-busy machine each hand-over waits for the scheduler, and the clients wait with it. The proxy's writer thread
-encodes events and sends them here in batches through a pipe (one `write` per batch); this process puts them
-into the spool. Frames on stdin: 4-byte big-endian length, then that many bytes of
+busy machine each hand-over waits for the scheduler, and the clients wait with it. The proxy's event loop
+encodes events and sends them here in batches through a non-blocking pipe (`SpoolProcess.send`, one `write` per
+batch; what the pipe does not take now waits for it to drain); this process puts them into the spool. Frames on stdin: 4-byte big-endian length, then that many bytes of
 `(4-byte id length, id, 4-byte body length, body)*`. EOF ends it after the last batch is stored.
 
     python -m agent.proxy.spoolproc SPOOL_PATH MAX_EVENTS MAX_BYTES OVERFLOW SYNCHRONOUS
@@ -11,6 +11,8 @@ into the spool. Frames on stdin: 4-byte big-endian length, then that many bytes 
 
 from __future__ import annotations
 
+import os
+import select
 import struct
 import subprocess
 import sys
@@ -25,12 +27,13 @@ _LEN = struct.Struct("!I")
 
 
 def pack(items: list[tuple[str, bytes]]) -> bytes:
-    parts = []
+    head = _LEN.pack
+    parts = [b""]
     for event_id, body in items:
         raw = event_id.encode()
-        parts += (_LEN.pack(len(raw)), raw, _LEN.pack(len(body)), body)
-    payload = b"".join(parts)
-    return _LEN.pack(len(payload)) + payload
+        parts += (head(len(raw)) + raw + head(len(body)), body)
+    parts[0] = head(sum(map(len, parts)))
+    return b"".join(parts)
 
 
 def unpack(payload: bytes) -> list[tuple[str, bytes]]:
@@ -76,7 +79,13 @@ def main(argv: list[str]) -> int:
 
 
 class SpoolProcess:
-    """The parent's side: starts the child, sends batches, restarts it if it died."""
+    """The parent's side: starts the child, sends batches, restarts it if it died.
+
+    Its pipe is non-blocking: `send` writes what the pipe takes now and never waits (for the event loop);
+    `put` waits until a whole batch is written (for shutdown and threads).
+    """
+
+    PIPE_SIZE = 1 << 20  # room for a few batches, so that a slow commit in the child rarely pushes back
 
     def __init__(self, spool: Spool, synchronous: str = "FULL") -> None:
         self.args = [sys.executable, "-m", "agent.proxy.spoolproc", str(spool.path), str(spool.max_events),
@@ -92,23 +101,50 @@ class SpoolProcess:
         env["PYTHONPATH"] = env_path + os.pathsep + env.get("PYTHONPATH", "")
         return subprocess.Popen(self.args, stdin=subprocess.PIPE, env=env)
 
-    def put(self, items: list[tuple[str, bytes]]) -> None:
-        """Send a batch; raises OSError when the child is gone (the batch is not stored then)."""
+    def fileno(self) -> int:
+        """The pipe to the child, started (or restarted, if it died) when needed."""
         if self.proc is None or self.proc.poll() is not None:
             if self.proc is not None:
                 self.restarts += 1
                 self.close(timeout=1.0)
             self.proc = self._start()
-        stdin = self.proc.stdin
-        if stdin is None:
-            raise OSError("the spool writer process has no input pipe")
+            if self.proc.stdin is None:
+                raise OSError("the spool writer process has no input pipe")
+            fd = self.proc.stdin.fileno()
+            os.set_blocking(fd, False)
+            try:
+                import fcntl
+
+                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), self.PIPE_SIZE)
+            except OSError:
+                pass  # a smaller pipe only means more waits for it to drain
+        return self.proc.stdin.fileno()  # type: ignore[union-attr]
+
+    def send(self, data: bytes | memoryview) -> int:
+        """Write as much of `data` as the pipe takes now; returns how many bytes. Raises OSError when the child
+        is gone: the frame being written is then incomplete, and must be sent again whole to a new child."""
+        fd = self.fileno()
         try:
-            stdin.write(pack(items))
-            stdin.flush()
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
         except OSError:
-            self.close(timeout=1.0)  # died under us: put() restarts it on the next call
+            self.close(timeout=1.0)  # died under us: the next send starts a new one
             self.restarts += 1
             raise
+
+    def put(self, items: list[tuple[str, bytes]]) -> None:
+        """Send a batch, waiting for the pipe as long as needed; raises OSError when the child is gone (the
+        batch is not stored then)."""
+        self.send_all(pack(items))
+
+    def send_all(self, frame: bytes) -> None:
+        view = memoryview(frame)
+        while view:
+            n = self.send(view)
+            view = view[n:]
+            if view:
+                select.select([], [self.fileno()], [], 1.0)
 
     def close(self, timeout: float = 60.0) -> None:
         if self.proc is not None:
