@@ -24,6 +24,7 @@ from agent.errors import SpoolFull
 from agent.spool import Spool
 
 _LEN = struct.Struct("!I")
+COALESCE = 8192  # events at most in one spool transaction
 
 
 def pack(items: list[tuple[str, bytes]]) -> bytes:
@@ -59,6 +60,7 @@ def main(argv: list[str]) -> int:
     spool = Spool(path, max_events=int(max_events), max_bytes=int(max_bytes), overflow=overflow,  # type: ignore[arg-type]
                   synchronous=synchronous)  # type: ignore[arg-type]
     stdin = sys.stdin.buffer
+    fd = stdin.fileno()
     try:
         while True:
             head = _read_exactly(stdin, 4)
@@ -68,6 +70,15 @@ def main(argv: list[str]) -> int:
             if payload is None:
                 return 1
             items = unpack(payload)
+            # Batches already waiting in the pipe go into the same transaction: one commit for all of them.
+            while len(items) < COALESCE and select.select([fd], [], [], 0)[0]:
+                head = _read_exactly(stdin, 4)
+                if head is None:
+                    break
+                payload = _read_exactly(stdin, _LEN.unpack(head)[0])
+                if payload is None:
+                    break
+                items += unpack(payload)
             while True:
                 try:
                     spool.put(items)

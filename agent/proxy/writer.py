@@ -44,22 +44,27 @@ class FastIds:
     each event's own time, so ids still sort by time. Used by the writer thread only.
     """
 
-    __slots__ = ("_rand", "_n")
+    __slots__ = ("_rand", "_n", "_high", "_high_text")
 
     def __init__(self) -> None:
         self._rand = 0
         self._n = 1 << 20  # draw on first use
+        self._high = -1  # the first 64 bits of the last id, and their text: they change once a millisecond
+        self._high_text = ""
 
     def next(self, when: float) -> str:
         self._n += 1
         if self._n >= 1 << 20:
             self._rand = int.from_bytes(os.urandom(8), "big") & ((1 << 60) - 1)
             self._n = 0
-        ms = int(when * 1000) & ((1 << 48) - 1)
         rand = self._rand + self._n
-        value = ms << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
-        h = f"{value:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        high = (int(when * 1000) & ((1 << 48) - 1)) << 16 | 0x7 << 12 | ((rand >> 62) & 0xFFF)
+        if high != self._high:
+            self._high = high
+            h = f"{high:016x}"
+            self._high_text = f"{h[:8]}-{h[8:12]}-{h[12:]}-"
+        low = f"{0b10 << 62 | (rand & ((1 << 62) - 1)):016x}"
+        return f"{self._high_text}{low[:4]}-{low[4:]}"
 
 
 class AuditWriter:
