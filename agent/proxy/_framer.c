@@ -190,28 +190,23 @@ Framer_feed(Framer *self, PyObject *arg)
         if (!w) {
             if (call_skipped(self, t, (Py_ssize_t)(length - 4)) < 0)
                 goto done;
-            if (!whole) {
-                self->skip = (Py_ssize_t)(end - (unsigned long long)n);
-                result = Py_None;
-                goto done;
-            }
-            pos = (Py_ssize_t)end;
-            continue;
+            goto past;
         }
         if (length > limit) {
             if ((unsigned long long)n < (unsigned long long)pos + 5 + cap)
                 break; /* wait until the kept prefix is complete */
             if (call_handler(self, t, (const char *)data + pos + 5, (Py_ssize_t)cap, 1) < 0)
                 goto done;
-            if (!whole) {
-                self->skip = (Py_ssize_t)(end - (unsigned long long)n);
-                result = Py_None;
-                goto done;
-            }
-            pos = (Py_ssize_t)end;
-            continue;
+            goto past;
         }
         break;
+    past: /* over the message just handled or skipped, into the next chunks if it goes on there */
+        if (!whole) {
+            self->skip = (Py_ssize_t)(end - (unsigned long long)n);
+            result = Py_None;
+            goto done;
+        }
+        pos = (Py_ssize_t)end;
     }
     if (pos < n) {
         PyObject *rest = PyBytes_FromStringAndSize((const char *)data + pos, n - pos);
