@@ -10,6 +10,7 @@ Nothing here keeps bind values, passwords or row contents: the parsers return na
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from struct import Struct
@@ -276,8 +277,12 @@ def bind_message(body: bytes, truncated: bool, formats: bool = True) -> tuple[by
         (length,) = _i.unpack_from(body, pos)
         pos += 4 + max(length, 0)
     (nres,) = _h.unpack_from(body, pos)
-    pos += 2
-    return portal, stmt, tuple(_h.unpack_from(body, pos + 2 * i)[0] for i in range(nres))
+    return portal, stmt, _shorts(max(nres, 0)).unpack_from(body, pos + 2)
+
+
+@functools.lru_cache(maxsize=64)
+def _shorts(count: int) -> Struct:
+    return Struct(f"!{count}h")
 
 
 def execute_message(body: bytes) -> bytes:

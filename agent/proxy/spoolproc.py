@@ -24,7 +24,8 @@ from agent.errors import SpoolFull
 from agent.spool import Spool
 
 _LEN = struct.Struct("!I")
-COALESCE = 8192  # events at most in one spool transaction
+COALESCE = 4096  # events at most in one spool transaction
+GATHER = 0.02  # seconds to wait for the next batch before committing what has arrived
 
 
 def pack(items: list[tuple[str, bytes]]) -> bytes:
@@ -51,16 +52,23 @@ def unpack(payload: bytes) -> list[tuple[str, bytes]]:
 
 
 def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
-    data = stream.read(n)
-    return data if data is not None and len(data) == n else None
+    """n bytes from an unbuffered stream (which may return fewer per read), or None at EOF."""
+    parts = []
+    while n > 0:
+        data = stream.read(n)
+        if not data:
+            return None
+        parts.append(data)
+        n -= len(data)
+    return b"".join(parts)
 
 
 def main(argv: list[str]) -> int:
     path, max_events, max_bytes, overflow, synchronous = argv
     spool = Spool(path, max_events=int(max_events), max_bytes=int(max_bytes), overflow=overflow,  # type: ignore[arg-type]
                   synchronous=synchronous)  # type: ignore[arg-type]
-    stdin = sys.stdin.buffer
-    fd = stdin.fileno()
+    fd = sys.stdin.fileno()
+    stdin = open(fd, "rb", buffering=0, closefd=False)  # unbuffered: select() then sees every byte not yet read
     try:
         while True:
             head = _read_exactly(stdin, 4)
@@ -70,8 +78,9 @@ def main(argv: list[str]) -> int:
             if payload is None:
                 return 1
             items = unpack(payload)
-            # Batches already waiting in the pipe go into the same transaction: one commit for all of them.
-            while len(items) < COALESCE and select.select([fd], [], [], 0)[0]:
+            # Batches that arrive within GATHER of each other go into the same transaction: one commit (one
+            # fsync) for all of them, instead of one per batch the event loop sends.
+            while len(items) < COALESCE and select.select([fd], [], [], GATHER)[0]:
                 head = _read_exactly(stdin, 4)
                 if head is None:
                     break
