@@ -107,7 +107,7 @@ class AuditWriter:
         if self._loop is not None:
             if self._timer is None:
                 self._timer = self._loop.call_later(self.interval, self._tick)
-            elif len(q) >= self.batch_loop and not self._soon:
+            elif len(q) >= self.batch_loop and not self._soon and self._frame is None:
                 self._soon = True
                 self._loop.call_soon(self._tick)
 
