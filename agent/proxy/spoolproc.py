@@ -121,44 +121,56 @@ class SpoolProcess:
         env["PYTHONPATH"] = env_path + os.pathsep + env.get("PYTHONPATH", "")
         return subprocess.Popen(self.args, stdin=subprocess.PIPE, env=env)
 
-    def fileno(self) -> int:
-        """The pipe to the child, started (or restarted, if it died) when needed."""
-        if self.proc is None or self.proc.poll() is not None:
-            if self.proc is not None:
-                self.restarts += 1
-                self.close(timeout=1.0)
-            self.proc = self._start()
-            if self.proc.stdin is None:
-                raise OSError("the spool writer process has no input pipe")
-            fd = self.proc.stdin.fileno()
-            os.set_blocking(fd, False)
-            try:
-                import fcntl
+    def ensure(self) -> bool:
+        """Start the child if there is none or it died; True when a new one was started (it must then be sent
+        whole frames from their start: the rest of a frame the old one was reading would be misread)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return False
+        if self.proc is not None:
+            self.restarts += 1
+            self.close(timeout=1.0)
+        self.proc = self._start()
+        if self.proc.stdin is None:
+            raise OSError("the spool writer process has no input pipe")
+        fd = self.proc.stdin.fileno()
+        os.set_blocking(fd, False)
+        try:
+            import fcntl
 
-                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), self.PIPE_SIZE)
-            except OSError:
-                pass  # a smaller pipe only means more waits for it to drain
-        return self.proc.stdin.fileno()  # type: ignore[union-attr]
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), self.PIPE_SIZE)
+        except OSError:
+            pass  # a smaller pipe only means more waits for it to drain
+        return True
+
+    def fileno(self) -> int:
+        """The pipe to the current child (see `ensure`)."""
+        if self.proc is None or self.proc.stdin is None:
+            raise OSError("the spool writer process is not running")
+        return self.proc.stdin.fileno()
 
     def send(self, data: bytes | memoryview) -> int:
-        """Write as much of `data` as the pipe takes now; returns how many bytes. Raises OSError when the child
-        is gone: the frame being written is then incomplete, and must be sent again whole to a new child."""
-        fd = self.fileno()
+        """Write as much of `data` as the pipe to the current child takes now; returns how many bytes. Raises
+        OSError when that child is gone (never starts another: see `ensure`)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise OSError("the spool writer process is gone")
         try:
-            return os.write(fd, data)
+            return os.write(self.fileno(), data)
         except BlockingIOError:
             return 0
         except OSError:
-            self.close(timeout=1.0)  # died under us: the next send starts a new one
+            self.close(timeout=1.0)  # died under us: the next ensure() starts a new one
             self.restarts += 1
             raise
 
     def put(self, items: list[tuple[str, bytes]]) -> None:
         """Send a batch, waiting for the pipe as long as needed; raises OSError when the child is gone (the
         batch is not stored then)."""
-        self.send_all(pack(items))
+        frame = pack(items)
+        self.ensure()
+        self.send_all(frame)
 
     def send_all(self, frame: bytes) -> None:
+        """All of `frame` to the current child, waiting for room; OSError if it dies meanwhile."""
         view = memoryview(frame)
         while view:
             n = self.send(view)

@@ -95,6 +95,7 @@ class AuditWriter:
         self._soon = False  # a flush is scheduled for the next loop iteration
         self._frame: memoryview | None = None  # the rest of a frame the pipe did not take yet
         self._frame_items: list[tuple[str, bytes]] = []  # its events, to send again to a new child
+        self._watched: int | None = None  # the pipe the event loop watches for room, while a frame waits
 
     # -- called on the event loop ---------------------------------------------------------------------------
 
@@ -151,8 +152,10 @@ class AuditWriter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._unwatch()  # _send_rest watches the pipe again if a frame still waits for room
         if not self._flushing.acquire(blocking=False):  # another thread flushes: look again shortly
-            self._rearm()
+            if self._loop is not None:
+                self._timer = self._loop.call_later(self.interval, self._tick)
             return
         try:
             self._pump()
@@ -189,14 +192,16 @@ class AuditWriter:
         frame = self._frame
         if sink is None or frame is None:
             return True
+        self._unwatch()  # a child that dies below takes its pipe's descriptor with it
         for attempt in range(3):
             try:
+                if sink.ensure():  # a new child reads from a frame's start
+                    frame = memoryview(pack(self._frame_items))
                 n = sink.send(frame)
                 break
             except OSError:
                 self.errors += 1
                 log.error("proxy spool writer process failed (attempt %d); restarting it", attempt + 1)
-                frame = memoryview(pack(self._frame_items))  # a new child reads from the frame's start
         else:
             self.shed += len(self._frame_items)
             self._frame = None
@@ -205,17 +210,18 @@ class AuditWriter:
         if frame:
             self._frame = frame
             if self._loop is not None:
-                fd = sink.fileno()
-                self._loop.add_writer(fd, self._writable, fd)
+                self._watched = sink.fileno()
+                self._loop.add_writer(self._watched, self._tick)
             return False
         self._frame = None
         self._frame_items = []
         return True
 
-    def _writable(self, fd: int) -> None:
-        if self._loop is not None:
-            self._loop.remove_writer(fd)
-        self._tick()
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            if self._loop is not None:
+                self._loop.remove_writer(self._watched)
+            self._watched = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -234,6 +240,8 @@ class AuditWriter:
                 rest, items = bytes(self._frame), self._frame_items
                 self._frame, self._frame_items = None, []
                 try:
+                    if self.sink.ensure():  # a new child reads from a frame's start
+                        rest = pack(items)
                     self.sink.send_all(rest)
                 except OSError:
                     self._send(items)

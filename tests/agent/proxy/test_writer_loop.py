@@ -19,7 +19,7 @@ EVENTS = 3000  # about 2 MB of events: far more than a pipe holds, so the writer
 
 
 class PipeSink:
-    """The spool process's protocol (`fileno`, `send`, `put`, `close`) over a plain pipe this test reads."""
+    """The spool process's protocol (`ensure`, `fileno`, `send`, `put`, `close`) over a pipe this test reads."""
 
     restarts = 0
 
@@ -27,6 +27,9 @@ class PipeSink:
         self.r, self.w = os.pipe()
         os.set_blocking(self.w, False)
         self.sends = 0
+
+    def ensure(self) -> bool:
+        return False  # never dies
 
     def fileno(self) -> int:
         return self.w
@@ -97,3 +100,53 @@ def test_batches_wait_for_a_full_pipe_and_arrive_once_in_order(tmp_path: Path) -
     assert rows == list(range(EVENTS))  # every statement once, in order
     assert len({event_id for event_id, _ in got}) == EVENTS and writer.written == EVENTS
     assert sink.sends > len(frames)  # some batch was written in pieces, as the pipe drained
+
+
+def test_a_spool_process_killed_while_its_pipe_is_full_is_replaced_and_later_events_are_stored(
+        tmp_path: Path) -> None:
+    import signal
+
+    from agent.proxy.spoolproc import SpoolProcess
+
+    spool = Spool(tmp_path / "spool.sqlite3", synchronous="NORMAL")
+    sink = SpoolProcess(spool, "NORMAL")
+    writer = AuditWriter(spool, Source(type="proxy", name="pg"), interval=0.01, sink=sink, batch_loop=64)
+    info = SessionInfo("01a21b00-9886-714f-a9a3-fe5ba6c96e4e", "pg", "127.0.0.1", 5000, "127.0.0.1", 5432,
+                       database="bank", user="teller")
+    analysis = Analyser({}).analyse("SELECT full_name FROM customers WHERE customer_id = $1")
+    loop = asyncio.new_event_loop()
+    writer.start(loop)
+
+    def record(rows: int) -> QueryRecord:
+        rec = QueryRecord(info, analysis, None)
+        rec.rows = rows
+        return rec
+
+    async def produce() -> None:
+        writer.query(record(0))
+        while sink.proc is None:  # the first batch starts the child
+            await asyncio.sleep(0.005)
+        sink.proc.send_signal(signal.SIGSTOP)  # it reads nothing more: the pipe fills
+        i = 1
+        while writer._frame is None:  # noqa: SLF001
+            for _ in range(100):
+                writer.query(record(i))
+                i += 1
+            await asyncio.sleep(0)
+        sink.proc.kill()  # dies with a batch half-written into its pipe
+        while writer.pending or writer._frame is not None:  # noqa: SLF001 - a new child takes the rest
+            await asyncio.sleep(0.005)
+        writer.query(record(10**9))  # after the new child took over
+        while writer.pending:
+            await asyncio.sleep(0.005)
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(produce(), 60))
+    finally:
+        loop.close()
+        writer.stop()  # waits for the child to store what it was sent
+    rows = [e.payload.rows for e in (decode(x.body) for x in spool.peek(1_000_000)) if isinstance(e, DbQuery)]
+    spool.close()
+    assert sink.restarts == 1
+    assert rows[-1] == 10**9 and len(rows) == len(set(rows))  # the new child stored whole batches, each once
+    assert len(rows) > 64  # the batch the old child died on was sent again, whole, to the new one
