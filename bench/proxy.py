@@ -1,12 +1,16 @@
 """pgbench through the custos proxy (full auditing on) against direct and pgbouncer, all in one run.
 
     python -m bench.proxy [--seconds 10] [--scale 10] [--clients 1,8,32] [--modes prepared,simple]
+                          [--before TREE]
 
 For every script (select-only `-S`, TPC-B-like), protocol mode and client count, the three targets run one after
 another (direct, pgbouncer in session mode, the proxy), so that they share the machine's conditions. Reported:
 TPS, each target's ratio to direct and the proxy's to pgbouncer, and CPU time per statement of the pgbouncer
 and proxy processes (psutil user+system time over the run / statements run). The proxy writes every statement's
 db.query event to a spool of its own, and the count of spooled events is checked against the statements run.
+
+`--before TREE` (a checkout of an earlier commit, e.g. `git worktree add /tmp/before main`) also runs the proxy
+from that tree right after this one in every configuration, so that a change is compared under the same load.
 
 Needs pgbench and pgbouncer (Debian packages `postgresql-client`/`pgbench` and `pgbouncer`) and the local
 PostgreSQL at 127.0.0.1:5432 (user postgres, trust).
@@ -105,7 +109,7 @@ class PgBouncer:
 class Proxy:
     """`custos-agent proxy` with full auditing: every statement becomes a spooled db.query event."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, root: Path = ROOT) -> None:
         self.dir = Path(tempfile.mkdtemp(dir=workdir, prefix="proxy-"))
         self.port = free_port()
         config = self.dir / "agent.toml"
@@ -114,11 +118,11 @@ class Proxy:
             'customer_keys = ["public.pgbench_accounts.aid"]\ncustomer_key_secret = "bench-secret"\n'
             'sensitive = { "public.pgbench_accounts.abalance" = "balance" }\n'
         )
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "CUSTOS_SPOOL_DIR": str(self.dir / "spool")}
+        env = {**os.environ, "PYTHONPATH": str(root), "CUSTOS_SPOOL_DIR": str(self.dir / "spool")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "proxy", "--config", str(config), "--no-ship", "--listen",
              f"127.0.0.1:{self.port}", "--upstream", "127.0.0.1:5432"],
-            env=env, stdout=open(self.dir / "proxy.log", "wb"), stderr=subprocess.STDOUT,
+            env=env, stdout=open(self.dir / "proxy.log", "wb"), stderr=subprocess.STDOUT, cwd=root,
         )
         wait_port(self.port, self.proc)
         self.ps = psutil.Process(self.proc.pid)
@@ -180,14 +184,16 @@ def run(args: argparse.Namespace) -> list[Result]:
                     used = cpu_seconds(bouncer.ps) - before
                     results.append(Result(script, mode, clients, "pgbouncer", tps, done,
                                           round(used * 1e6 / max(done * per_tx, 1), 1)))
-                    proxy = Proxy(work)
-                    before = cpu_seconds(proxy.ps)
-                    tps, done = pgbench(proxy.port, script, mode, clients, args.seconds)
-                    used = cpu_seconds(proxy.ps) - before
-                    events = proxy.stop()
-                    results.append(Result(script, mode, clients, "proxy", tps, done,
-                                          round(used * 1e6 / max(done * per_tx, 1), 1), events))
-                    print(table(results[-3:], header=not results[3:]), flush=True)
+                    trees = [("proxy", ROOT)] + ([("proxy-before", args.before)] if args.before else [])
+                    for target, root in trees:
+                        proxy = Proxy(work, root)
+                        before = cpu_seconds(proxy.ps)
+                        tps, done = pgbench(proxy.port, script, mode, clients, args.seconds)
+                        used = cpu_seconds(proxy.ps) - before
+                        events = proxy.stop()
+                        results.append(Result(script, mode, clients, target, tps, done,
+                                              round(used * 1e6 / max(done * per_tx, 1), 1), events))
+                    print(table(results[-2 - len(trees):], header=len(results) == 2 + len(trees)), flush=True)
     finally:
         bouncer.stop()
         psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -197,11 +203,14 @@ def run(args: argparse.Namespace) -> list[Result]:
 
 def table(results: list[Result], header: bool = True) -> str:
     rows = []
+    by = {(r.script, r.mode, r.clients, r.target): r for r in results}
+    compared = any(r.target == "proxy-before" for r in results)
     if header:
         rows += ["| script | mode | clients | direct TPS | pgbouncer TPS | proxy TPS | pgbouncer/direct | "
-                 "proxy/direct | proxy/pgbouncer | pgbouncer CPU µs/stmt | proxy CPU µs/stmt | proxy events/stmts |",
-                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    by = {(r.script, r.mode, r.clients, r.target): r for r in results}
+                 "proxy/direct | proxy/pgbouncer | pgbouncer CPU µs/stmt | proxy CPU µs/stmt | proxy events/stmts |"
+                 + (" before: proxy TPS | before: proxy/pgbouncer | before: CPU µs/stmt | before: events/stmts |"
+                    if compared else ""),
+                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" * 4 if compared else "")]
     for script, mode, clients in dict.fromkeys((r.script, r.mode, r.clients) for r in results):
         d, b, p = (by.get((script, mode, clients, t)) for t in ("direct", "pgbouncer", "proxy"))
         if not (d and b and p):
@@ -210,6 +219,10 @@ def table(results: list[Result], header: bool = True) -> str:
         rows.append(f"| {script} | {mode} | {clients} | {d.tps:.0f} | {b.tps:.0f} | {p.tps:.0f} | "
                     f"{b.tps / d.tps:.2f} | {p.tps / d.tps:.2f} | **{p.tps / b.tps:.2f}** | "
                     f"{b.cpu_us_per_statement} | {p.cpu_us_per_statement} | {p.events}/{stmts} |")
+        q = by.get((script, mode, clients, "proxy-before"))
+        if compared and q is not None:
+            rows[-1] += (f" {q.tps:.0f} | **{q.tps / b.tps:.2f}** | {q.cpu_us_per_statement} | "
+                         f"{q.events}/{q.transactions * STATEMENTS[script]} |")
     return "\n".join(rows)
 
 
@@ -220,6 +233,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32", help="client counts, comma-separated")
     parser.add_argument("--modes", default="prepared,simple", help="pgbench -M modes, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--before", type=Path, help="also run the proxy from this source tree (an earlier commit)")
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     args.modes = args.modes.split(",")

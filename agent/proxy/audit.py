@@ -25,6 +25,9 @@ MAX_STATEMENTS = 10000  # named prepared statements remembered per connection
 MAX_CURSORS = 1000
 MAX_PENDING_ANSWERS = 100_000  # backpressure keeps a pipelining client far below this; past it, stop auditing
 _EMPTY = Analysis("", "", "UNKNOWN", unknown=("statement",))
+# Message types as module constants: the handlers below compare each message against several of them.
+_B, _E, _S, _P, _Q, _D, _C, _F = w.B, w.E, w.S, w.P, w.Q, w.D, w.C, w.F
+_DATA_ROW, _COMMAND_COMPLETE, _READY, _ROW_DESCRIPTION = w.DATA_ROW, w.COMMAND_COMPLETE, w.READY, w.ROW_DESCRIPTION
 
 
 @dataclass(slots=True)
@@ -122,58 +125,60 @@ class AuditSession:
     # -- client → server ------------------------------------------------------------------------------------
 
     def client_message(self, t: int, body: bytes, truncated: bool) -> None:
-        if len(self.slots) > MAX_PENDING_ANSWERS:
+        slots = self.slots
+        if len(slots) > MAX_PENDING_ANSWERS:
             raise w.ProtocolError("a client sent far more requests than the server answered; audit stops here")
-        if t == w.B:
+        if t == _B:
             portal, stmt, formats = w.bind_message(body, truncated, self.keys is not None)
             prepared = self.statements.get(stmt) or Prepared(_EMPTY, None)
             self.portals[portal] = Portal(prepared, formats, self.syncs)
-            self.slots.append(Slot(t, portal))
-        elif t == w.E:
-            portal_name = w.execute_message(body)
+            slots.append(Slot(t, portal))
+        elif t == _E:
+            portal_name = body[:body.index(0)]  # w.execute_message
             portal = self.portals.get(portal_name)
             if portal is None:
                 portal = Portal(Prepared(_EMPTY, None), None)
             rec = portal.running
             if rec is None:
-                rec = self._record(portal.prepared.analysis, portal.prepared.end_user)
+                prepared = portal.prepared
+                rec = QueryRecord(self.info, prepared.analysis, prepared.end_user)
                 rec.portal = portal
-            self.slots.append(Slot(t, portal_name, rec))
-        elif t == w.S:
+            slots.append(Slot(t, portal_name, rec))
+        elif t == _S:
             self.syncs += 1
             slot = Slot(t)
             slot.index = self.syncs
-            self.slots.append(slot)
-        elif t == w.P:
+            slots.append(slot)
+        elif t == _D:
+            kind, name = w.target_message(body)
+            slot = Slot(t)
+            slot.target = self.statements.get(name) if kind == 0x53 else self.portals.get(name)
+            slots.append(slot)
+        elif t == _P:
             name, sql = w.parse_message(body)
             if len(self.statements) >= MAX_STATEMENTS and name not in self.statements:
                 self.statements.pop(next(iter(self.statements)))
             analysis = self.analyser.analyse(sql)
             self.statements[name] = Prepared(analysis, self._end_user(sql))
-            self.slots.append(Slot(t, name))
-        elif t == w.Q:
+            slots.append(Slot(t, name))
+        elif t == _Q:
             sql = body[:-1].decode("utf-8", "replace") if not truncated else body.decode("utf-8", "replace")
             end_user = self._end_user(sql)
             parts = split_statements(redact(sql))
             slot = Slot(t)
             slot.queue = [self.analyser.analyse_redacted(p) for p in parts]
-            slot.rec = self._record(slot.queue[0], end_user) if slot.queue else None
+            slot.rec = QueryRecord(self.info, slot.queue[0], end_user) if slot.queue else None
             slot.end_user = end_user
-            self.slots.append(slot)
-        elif t == w.D:
-            kind, name = w.target_message(body)
-            slot = Slot(t)
-            slot.target = self.statements.get(name) if kind == 0x53 else self.portals.get(name)
-            self.slots.append(slot)
-        elif t == w.C:
+            slots.append(slot)
+        elif t == _C:
             kind, name = w.target_message(body)
             if kind == 0x53:
                 self.statements.pop(name, None)
             else:
                 self._close_portal(name)
-            self.slots.append(Slot(t))
-        elif t == w.F:
-            self.slots.append(Slot(t))
+            slots.append(Slot(t))
+        elif t == _F:
+            slots.append(Slot(t))
 
     def _end_user(self, sql: str) -> str | None:
         if "/*" in sql:
@@ -235,43 +240,49 @@ class AuditSession:
 
     def server_message(self, t: int, body: bytes, truncated: bool) -> None:
         slots = self.slots
-        if t == w.DATA_ROW:
+        if t == _DATA_ROW:
             if slots and slots[0].rec is not None:
                 rec = slots[0].rec
                 rec.rows += 1
                 rec.bytes += len(body)
                 if rec.plan is not None:
                     self._hash_row(rec, body, truncated)
-        elif t == w.COMMAND_COMPLETE:
+        elif t in _POP_ONLY:
+            if slots:
+                slots.popleft()
+        elif t == _COMMAND_COMPLETE:
             if slots:
                 head = slots[0]
                 rec = head.rec
                 if rec is not None:
-                    rec.counted = w.command_rows(body)
+                    if not rec.rows:  # the tag's count is only needed when no rows were counted
+                        rec.counted = w.command_rows(body)
                     self._finish(rec)
-                if head.kind == w.Q:
+                kind = head.kind
+                if kind == _Q:
                     self._next_statement(head)
-                elif head.kind == w.E:
+                elif kind == _E:
                     portal = self.portals.get(head.name)
                     if portal is not None:
                         portal.running = None
                     slots.popleft()
-        elif t == w.READY:
+        elif t == _READY:
             generation = self.syncs
             while slots:
                 slot = slots.popleft()
-                if slot.kind == w.S or slot.kind == w.Q:
-                    generation = slot.index if slot.kind == w.S else self.syncs + 1
+                kind = slot.kind
+                if kind == _S:
+                    generation = slot.index
+                    break
+                if kind == _Q:
+                    generation = self.syncs + 1
                     break
             self.in_transaction = body[:1] != b"I"
-            if not self.in_transaction:
+            if not self.in_transaction and self.portals:
                 self._end_transaction(generation)
             self.ready = True
-        elif t == w.ROW_DESCRIPTION:
+        elif t == _ROW_DESCRIPTION:
             self._row_description(body)
-        elif t in _POP_ONLY:
-            if slots:
-                slots.popleft()
         elif t == w.PORTAL_SUSPENDED:
             if slots:
                 head = slots.popleft()
@@ -283,7 +294,7 @@ class AuditSession:
         elif t == w.EMPTY_QUERY:
             if slots:
                 head = slots[0]
-                if head.kind == w.Q:
+                if head.kind == _Q:
                     head.rec = None
                 else:
                     slots.popleft()
@@ -373,9 +384,12 @@ class AuditSession:
 
     def _finish(self, rec: QueryRecord) -> None:
         rec.duration = max(time.time() - rec.started, 0.0)
-        self._resolve_cursor(rec)
         a = rec.analysis
-        if a.cursor_op is not None and rec.error is None and a.cursor:
+        if a.cursor_op is None:  # most statements: no cursor to resolve or remember
+            self.emit(rec)
+            return
+        self._resolve_cursor(rec)
+        if rec.error is None and a.cursor:
             if a.cursor_op == "DECLARE" and a.declared is not None:
                 if len(self.cursors) >= MAX_CURSORS:
                     self.cursors.pop(next(iter(self.cursors)))

@@ -2,9 +2,11 @@
 
 A busy proxy spools one event per statement, so building a msgspec Struct tree per event (about 10 µs) is the
 largest part of its CPU. What repeats is encoded once and cached: the statement's fields per Analysis, the
-session's per connection, the envelope's and the actor's as for every bulk source (`agent.event_bytes`). Per
-event only times, counts, codes and key hashes are written. Every value still goes through msgspec's encoder
-(escaping), and tests decode the bytes with `agent.events.decode` and compare them with the Struct-built event.
+session's per connection, the envelope's and the actor's as for every bulk source (`agent.event_bytes`), and
+from those one template per (session, statement, end user): the bytes before `started_at` and after `ts`. Per
+event only times, counts, codes and key hashes are written, with one formatting operation. Every value still
+goes through msgspec's encoder (escaping), and tests decode the bytes with `agent.events.decode` and compare them
+with the Struct-built event.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class QueryEncoder:
         self._statements: dict[int, tuple[Analysis, bytes]] = {}
         self._data: dict[int, tuple[Analysis, bytes]] = {}
         self._sessions: dict[tuple[int, str | None], tuple[SessionInfo, bytes]] = {}
+        # (session, application name, statement, data, end user) → (the objects, head, tail): see the docstring
+        self._templates: dict[tuple[int, str | None, int, int, str | None],
+                              tuple[SessionInfo, Analysis, Analysis, bytes, bytes]] = {}
 
     def _statement(self, a: Analysis) -> bytes:
         hit = self._statements.get(id(a))
@@ -67,21 +72,36 @@ class QueryEncoder:
         self._sessions[key] = (info, frag)
         return frag
 
-    def encode(self, rec: QueryRecord, event_id: str) -> bytes:
-        ts = _j(dt.datetime.fromtimestamp(rec.started, _UTC))
-        parts = [b'{"kind":"db.query","payload":{', self._session(rec.session), b",",
-                 self._statement(rec.analysis), self._tables(rec.data), b',"started_at":', ts,
-                 b',"duration_ms":', _j(round(rec.duration * 1000, 3)),
-                 b',"rows":', b"%d" % (rec.rows or rec.counted or 0), b',"bytes":', b"%d" % rec.bytes]
-        if rec.error is not None:
-            parts += (b',"error_code":', _j(rec.error))
-        if rec.cursor is not None:
-            parts += (b',"cursor":', _j(rec.cursor))
-        if rec.keys:
-            parts += (b',"customer_keys":["', '","'.join(rec.keys).encode(), b'"]')
-        if rec.keys_total:
-            parts += (b',"customer_keys_total":', b"%d" % rec.keys_total)
+    def _template(self, rec: QueryRecord) -> tuple[bytes, bytes]:
+        info, a, d = rec.session, rec.analysis, rec.data
+        key = (id(info), info.application_name, id(a), id(d), rec.end_user)
+        hit = self._templates.get(key)
+        if hit is not None and hit[0] is info and hit[1] is a and hit[2] is d:
+            return hit[3], hit[4]
+        head = b"".join((b'{"kind":"db.query","payload":{', self._session(info), b",", self._statement(a),
+                         self._tables(d), b',"started_at":'))
         envelope = self._envelope
-        parts += (b'},"id":"', event_id.encode(), b'","ts":', ts, envelope.tail,
-                  envelope.actor(rec.session.user, rec.end_user), b"}")
-        return b"".join(parts)
+        tail = envelope.tail + envelope.actor(info.user, rec.end_user) + b"}"
+        if len(self._templates) >= _CACHE_MAX:
+            self._templates.clear()
+        self._templates[key] = (info, a, d, head, tail)
+        return head, tail
+
+    def encode(self, rec: QueryRecord, event_id: str) -> bytes:
+        head, tail = self._template(rec)
+        ts = _j(dt.datetime.fromtimestamp(rec.started, _UTC))
+        extra = b""
+        if rec.error is not None or rec.cursor is not None or rec.keys or rec.keys_total:
+            parts = []
+            if rec.error is not None:
+                parts += (b',"error_code":', _j(rec.error))
+            if rec.cursor is not None:
+                parts += (b',"cursor":', _j(rec.cursor))
+            if rec.keys:
+                parts += (b',"customer_keys":["', '","'.join(rec.keys).encode(), b'"]')
+            if rec.keys_total:
+                parts += (b',"customer_keys_total":', b"%d" % rec.keys_total)
+            extra = b"".join(parts)
+        return b'%b%b,"duration_ms":%b,"rows":%d,"bytes":%d%b},"id":"%b","ts":%b%b' % (
+            head, ts, _j(round(rec.duration * 1000, 3)), rec.rows or rec.counted or 0, rec.bytes, extra,
+            event_id.encode(), ts, tail)

@@ -10,6 +10,7 @@ Nothing here keeps bind values, passwords or row contents: the parsers return na
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from struct import Struct
@@ -47,10 +48,11 @@ class ProtocolError(CustosError):
 Handler = Callable[[int, bytes, bool], None]
 
 
-class Framer:
+class PyFramer:
     """Cuts one direction's byte stream into typed messages and hands each to `handler(type, body, truncated)`.
 
     `wants(type)` says whether a message's body is needed; unneeded bodies go to `skipped(type, length)`.
+    `Framer` is the C version of this class (agent/proxy/_framer.c) when it was built, else this one.
     """
 
     __slots__ = ("_pend", "_skip", "_handler", "_wants", "_skipped", "cap")
@@ -80,19 +82,22 @@ class Framer:
             n = len(data)
         handler = self._handler
         unpack = _HEAD.unpack_from
+        limit = self.cap + 4  # the longest length field of a message kept whole
         while n - pos >= 5:
             t, length = unpack(data, pos)
+            end = pos + 1 + length
+            # The common case first: a whole message in this chunk, not over the cap, not a row or copy data.
+            if end <= n and 4 <= length <= limit and t != 0x44 and t != 0x64:  # 'D' DataRow, 'd' CopyData
+                handler(t, data[pos + 5:end], False)
+                pos = end
+                continue
             if length < 4:
                 raise ProtocolError(f"message of type {t} announces length {length}, below the minimum of 4")
-            end = pos + 1 + length
-            if end <= n and length - 4 <= self.cap:
-                if t == DATA_ROW or t == COPY_DATA:
-                    if self._wants(t):
-                        handler(t, data[pos + 5:end], False)
-                    else:
-                        self._skipped(t, length - 4)
-                else:
+            if end <= n and length <= limit:
+                if self._wants(t):
                     handler(t, data[pos + 5:end], False)
+                else:
+                    self._skipped(t, length - 4)
                 pos = end
                 continue
             # The message does not end in this chunk, or is longer than the cap.
@@ -103,7 +108,7 @@ class Framer:
                     return
                 pos = end
                 continue
-            if length - 4 > self.cap:
+            if length > limit:
                 if n < pos + 5 + self.cap:
                     break  # wait until the kept prefix is complete
                 handler(t, data[pos + 5:pos + 5 + self.cap], True)
@@ -115,6 +120,13 @@ class Framer:
             break
         if pos < n:
             self._pend = data[pos:]
+
+
+try:
+    from agent.proxy._framer import Framer as _CFramer
+except ImportError:  # pragma: no cover - the extension is optional (see setup.py)
+    _CFramer = None
+Framer: type[PyFramer] = _CFramer if _CFramer is not None else PyFramer  # type: ignore[assignment]
 
 
 def cstring(body: bytes, pos: int) -> tuple[str, int]:
@@ -265,8 +277,12 @@ def bind_message(body: bytes, truncated: bool, formats: bool = True) -> tuple[by
         (length,) = _i.unpack_from(body, pos)
         pos += 4 + max(length, 0)
     (nres,) = _h.unpack_from(body, pos)
-    pos += 2
-    return portal, stmt, tuple(_h.unpack_from(body, pos + 2 * i)[0] for i in range(nres))
+    return portal, stmt, _shorts(max(nres, 0)).unpack_from(body, pos + 2)
+
+
+@functools.lru_cache(maxsize=64)
+def _shorts(count: int) -> Struct:
+    return Struct(f"!{count}h")
 
 
 def execute_message(body: bytes) -> bytes:

@@ -1,7 +1,8 @@
 """The proxy: listeners on an event loop of their own (uvloop when installed), the audit writer, counters.
 
 `ProxyServer.start()` returns once every listener is bound (so an address in use fails at start, not later);
-the loop runs on a thread named `custos-proxy-loop`, the spool writer on `custos-proxy-writer`.
+the loop runs on a thread named `custos-proxy-loop`; the spool is written by a child process the loop feeds,
+or (without one) by a thread named `custos-proxy-writer`.
 """
 
 from __future__ import annotations
@@ -97,14 +98,15 @@ class ProxyServer:
         started = threading.Event()
         failure: list[BaseException] = []
         self.loop = new_loop()
+        self.writer.start(self.loop)  # before the first connection: records may come as soon as it runs
         self._thread = threading.Thread(target=self._run, args=(started, failure), name="custos-proxy-loop",
                                         daemon=True)
         self._thread.start()
         started.wait(60)
         if failure:
             self._thread.join(10)
+            self.writer.stop()
             raise ConfigError(f"sources -> {self.name}: cannot listen: {failure[0]}") from failure[0]
-        self.writer.start()
 
     def _run(self, started: threading.Event, failure: list[BaseException]) -> None:
         loop = self.loop

@@ -1,15 +1,23 @@
-"""Finished statements and session changes → events → the spool, on a thread of its own.
+"""Finished statements and session changes → events → the spool.
 
 db.query events are encoded by `QueryEncoder` (cached fragments) and put into the spool as
 `agent.runtime.spool_events` would; db.session events go through `agent.events.encode`.
 
-The event loop only appends to a deque (no lock, no I/O); this thread wakes every `interval`, builds the events
-and writes them to the spool in batches, so a slow disk never stalls forwarding. The queue is bounded: past
-`max_pending` records new ones are shed and counted (reported in heartbeats), never silently lost.
+The event loop appends each record to a deque. Two ways on from there:
+- With a spool process (`sink`, how the agent runs the proxy): the event loop itself encodes the queue when it
+  holds `batch_loop` records or `interval` has passed since the first, and writes the batch to the child's
+  non-blocking pipe; what the pipe does not take now is written when it drains (`add_writer`). No thread: a
+  writer thread costs a GIL hand-over with the event loop for every batch slice, which on a busy machine costs
+  more than the encoding itself.
+- Without one (tests, embedding): a thread wakes every `interval` and puts the events into the spool itself.
+
+Either way a slow disk never stalls forwarding, and the queue is bounded: past `max_pending` records new ones are
+shed and counted (reported in heartbeats), never silently lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -22,7 +30,7 @@ from agent.errors import SpoolFull
 from agent.events import Actor, DbSession, DbSessionPayload, Envelope, Source, encode, new_event
 from agent.proxy.audit import QueryRecord, SessionInfo
 from agent.proxy.encode import QueryEncoder
-from agent.proxy.spoolproc import SpoolProcess
+from agent.proxy.spoolproc import SpoolProcess, pack
 from agent.spool import Spool
 
 log = logging.getLogger("custos.proxy")
@@ -36,28 +44,33 @@ class FastIds:
     each event's own time, so ids still sort by time. Used by the writer thread only.
     """
 
-    __slots__ = ("_rand", "_n")
+    __slots__ = ("_rand", "_n", "_high", "_high_text")
 
     def __init__(self) -> None:
         self._rand = 0
         self._n = 1 << 20  # draw on first use
+        self._high = -1  # the first 64 bits of the last id, and their text: they change once a millisecond
+        self._high_text = ""
 
     def next(self, when: float) -> str:
         self._n += 1
         if self._n >= 1 << 20:
             self._rand = int.from_bytes(os.urandom(8), "big") & ((1 << 60) - 1)
             self._n = 0
-        ms = int(when * 1000) & ((1 << 48) - 1)
         rand = self._rand + self._n
-        value = ms << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
-        h = f"{value:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        high = (int(when * 1000) & ((1 << 48) - 1)) << 16 | 0x7 << 12 | ((rand >> 62) & 0xFFF)
+        if high != self._high:
+            self._high = high
+            h = f"{high:016x}"
+            self._high_text = f"{h[:8]}-{h[8:12]}-{h[12:]}-"
+        low = f"{0b10 << 62 | (rand & ((1 << 62) - 1)):016x}"
+        return f"{self._high_text}{low[:4]}-{low[4:]}"
 
 
 class AuditWriter:
     def __init__(self, spool: Spool, source: Source, *, agent_id: str = "", interval: float = 0.1,
                  batch: int = 2000, max_pending: int = 200_000, exclude_objects: Iterable[str] = (),
-                 sink: SpoolProcess | None = None) -> None:
+                 sink: SpoolProcess | None = None, batch_loop: int = 256) -> None:
         self.spool = spool
         self.source = source
         self.agent_id = agent_id
@@ -76,20 +89,36 @@ class AuditWriter:
         self.sink = sink  # a child process that writes to the spool (see spoolproc), or None: this thread does
         self._ids = FastIds()
         self._encoder = QueryEncoder(source, HOST, agent_id)
+        self.batch_loop = batch_loop
+        self._loop: asyncio.AbstractEventLoop | None = None  # set when the event loop writes to the sink
+        self._timer: asyncio.TimerHandle | None = None
+        self._soon = False  # a flush is scheduled for the next loop iteration
+        self._frame: memoryview | None = None  # the rest of a frame the pipe did not take yet
+        self._frame_items: list[tuple[str, bytes]] = []  # its events, to send again to a new child
+        self._watched: int | None = None  # the pipe the event loop watches for room, while a frame waits
 
     # -- called on the event loop ---------------------------------------------------------------------------
 
     def query(self, rec: QueryRecord) -> None:
-        if len(self._queue) >= self.max_pending:
+        q = self._queue
+        if len(q) >= self.max_pending:
             self.shed += 1
             return
-        self._queue.append(rec)
+        q.append(rec)
+        if self._loop is not None:
+            if self._timer is None:
+                self._timer = self._loop.call_later(self.interval, self._tick)
+            elif len(q) >= self.batch_loop and not self._soon and self._frame is None:
+                self._soon = True
+                self._loop.call_soon(self._tick)
 
     def session(self, info: SessionInfo, phase: str, error_code: str | None = None) -> None:
         if len(self._queue) >= self.max_pending:
             self.shed += 1
             return
         self._queue.append((info, phase, error_code))
+        if self._loop is not None and self._timer is None:
+            self._timer = self._loop.call_later(self.interval, self._tick)
 
     @property
     def pending(self) -> int:
@@ -97,17 +126,102 @@ class AuditWriter:
 
     # -- the writer thread ----------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """With a sink and the event loop the records come from: that loop writes them (see above); otherwise
+        a thread of this writer's own."""
+        if self.sink is not None and loop is not None:
+            self._loop = loop
+            return
         self._thread = threading.Thread(target=self._run, name="custos-proxy-writer", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """After the event loop has stopped: write everything still queued, then close the sink."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        self._loop = None
         self.flush()
         if self.sink is not None:
             self.sink.close()
+
+    # -- the event loop writes to the sink --------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._soon = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._unwatch()  # _send_rest watches the pipe again if a frame still waits for room
+        if not self._flushing.acquire(blocking=False):  # another thread flushes: look again shortly
+            if self._loop is not None:
+                self._timer = self._loop.call_later(self.interval, self._tick)
+            return
+        try:
+            self._pump()
+        except Exception:  # noqa: BLE001 - the loop must go on; the count shows in heartbeats
+            self.errors += 1
+            log.error("proxy audit writer failed a batch", exc_info=False)
+        finally:
+            self._flushing.release()
+        self._rearm()
+
+    def _rearm(self) -> None:
+        if self._loop is not None and self._queue and self._timer is None and self._frame is None:
+            self._timer = self._loop.call_later(self.interval, self._tick)
+
+    def _pump(self) -> None:
+        """Encode and send batches until the queue is empty or the pipe is full (then wait for it to drain)."""
+        q = self._queue
+        while True:
+            if self._frame is not None:
+                if not self._send_rest():
+                    return
+            if not q:
+                return
+            items = [q.popleft() for _ in range(min(len(q), self.batch))]
+            events = [e for e in map(self._item, items) if e is not None]
+            if events:
+                self._frame_items = events
+                self._frame = memoryview(pack(events))
+                self.written += len(events)
+
+    def _send_rest(self) -> bool:
+        """Write what the pipe takes of the pending frame; True once it is all written."""
+        sink = self.sink
+        frame = self._frame
+        if sink is None or frame is None:
+            return True
+        self._unwatch()  # a child that dies below takes its pipe's descriptor with it
+        for attempt in range(3):
+            try:
+                if sink.ensure():  # a new child reads from a frame's start
+                    frame = memoryview(pack(self._frame_items))
+                n = sink.send(frame)
+                break
+            except OSError:
+                self.errors += 1
+                log.error("proxy spool writer process failed (attempt %d); restarting it", attempt + 1)
+        else:
+            self.shed += len(self._frame_items)
+            self._frame = None
+            return True
+        frame = frame[n:]
+        if frame:
+            self._frame = frame
+            if self._loop is not None:
+                self._watched = sink.fileno()
+                self._loop.add_writer(self._watched, self._tick)
+            return False
+        self._frame = None
+        self._frame_items = []
+        return True
+
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            if self._loop is not None:
+                self._loop.remove_writer(self._watched)
+            self._watched = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -122,6 +236,15 @@ class AuditWriter:
         done = 0
         q = self._queue
         with self._flushing:
+            if self._frame is not None and self.sink is not None:  # the rest of the event loop's last batch
+                rest, items = bytes(self._frame), self._frame_items
+                self._frame, self._frame_items = None, []
+                try:
+                    if self.sink.ensure():  # a new child reads from a frame's start
+                        rest = pack(items)
+                    self.sink.send_all(rest)
+                except OSError:
+                    self._send(items)
             while q:
                 items = []
                 while q and len(items) < self.batch:

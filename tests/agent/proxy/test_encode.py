@@ -63,3 +63,16 @@ def test_fast_encoding_equals_the_struct_encoding(sql: str, data_sql: str, user:
     event_id = FastIds().next(started)
     fast = QueryEncoder(SOURCE, "db-proxy-1", "agent-7").encode(rec, event_id)
     assert decode(fast) == decode(encode(expected(rec, event_id)))
+
+
+@given(st.lists(st.floats(1e9, 2e9), min_size=1, max_size=50))
+def test_fast_ids_are_uuid7_of_each_events_millisecond_and_increase_with_time(times: list[float]) -> None:
+    import uuid
+
+    ids = FastIds()
+    made = [(when, ids.next(when)) for when in sorted(times)]
+    for when, event_id in made:
+        u = uuid.UUID(event_id)
+        assert str(u) == event_id and u.version == 7 and u.variant == uuid.RFC_4122
+        assert u.int >> 80 == int(when * 1000)
+    assert [i for _, i in made] == sorted({i for _, i in made})  # distinct, and in the order they were made

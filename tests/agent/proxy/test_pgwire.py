@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +12,10 @@ from agent.proxy import pgwire as w
 from agent.proxy.analysis import Analyser
 from agent.proxy.audit import AuditSession, QueryRecord, SessionInfo
 from agent.proxy.keys import KeyMatcher
+
+# Both implementations of the framer: the C one (built by setup.py) and the pure-Python one it stands in for.
+FRAMERS = [pytest.param(w.PyFramer, id="python")] + \
+    ([pytest.param(w._CFramer, id="c")] if w._CFramer is not None else [])  # noqa: SLF001
 
 message = st.tuples(st.sampled_from(b"QPBDESCTZRKd123ntsIHGNAV"), st.binary(max_size=300))
 
@@ -37,20 +42,24 @@ class Collector:
         self.got.append((t, body, truncated))
 
 
+@pytest.mark.parametrize("framer", FRAMERS)
 @given(st.lists(message, max_size=30), st.lists(st.integers(min_value=0), max_size=20))
-def test_framer_yields_the_same_messages_however_the_stream_is_cut(msgs: list, cuts: list[int]) -> None:  # type: ignore[type-arg]
+def test_framer_yields_the_same_messages_however_the_stream_is_cut(framer: type[w.PyFramer], msgs: list,
+                                                                    cuts: list[int]) -> None:  # type: ignore[type-arg]
     c = Collector()
-    f = w.Framer(c.handler, lambda t: True, lambda t, n: c.skipped.append((t, n)), cap=1 << 20)
+    f = framer(c.handler, lambda t: True, lambda t, n: c.skipped.append((t, n)), cap=1 << 20)
     for piece in chunks(b"".join(frame(t, b) for t, b in msgs), cuts):
         f.feed(piece)
     assert c.got == [(t, b, False) for t, b in msgs]
 
 
+@pytest.mark.parametrize("framer", FRAMERS)
 @given(st.lists(message, max_size=30), st.lists(st.integers(min_value=0), max_size=20),
        st.integers(min_value=0, max_value=64))
-def test_framer_keeps_at_most_cap_bytes_and_skips_unwanted_bodies(msgs: list, cuts: list[int], cap: int) -> None:  # type: ignore[type-arg]
+def test_framer_keeps_at_most_cap_bytes_and_skips_unwanted_bodies(framer: type[w.PyFramer], msgs: list,
+                                                                   cuts: list[int], cap: int) -> None:  # type: ignore[type-arg]
     c = Collector()
-    f = w.Framer(c.handler, lambda t: t != ord("d"), lambda t, n: c.skipped.append((t, n)), cap=cap)
+    f = framer(c.handler, lambda t: t != ord("d"), lambda t, n: c.skipped.append((t, n)), cap=cap)
     for piece in chunks(b"".join(frame(t, b) for t, b in msgs), cuts):
         f.feed(piece)
         assert len(f._pend) <= cap + 5  # noqa: SLF001 - the bound is the point of the test
@@ -59,16 +68,64 @@ def test_framer_keeps_at_most_cap_bytes_and_skips_unwanted_bodies(msgs: list, cu
     assert c.skipped == [(t, len(b)) for t, b in msgs if t == ord("d")]
 
 
+@pytest.mark.parametrize("framer", FRAMERS)
 @given(st.binary(max_size=2000), st.lists(st.integers(min_value=0), max_size=10))
-def test_framer_on_random_bytes_raises_only_protocol_errors(data: bytes, cuts: list[int]) -> None:
+def test_framer_on_random_bytes_raises_only_protocol_errors(framer: type[w.PyFramer], data: bytes,
+                                                            cuts: list[int]) -> None:
     c = Collector()
-    f = w.Framer(c.handler, lambda t: True, lambda t, n: None, cap=256)
+    f = framer(c.handler, lambda t: True, lambda t, n: None, cap=256)
     try:
         for piece in chunks(data, cuts):
             f.feed(piece)
             assert len(f._pend) <= 256 + 5  # noqa: SLF001
     except w.ProtocolError:
         pass
+
+
+class Recorder:
+    """Every callback a framer makes, in order, with what the callbacks answered; `wants` answers by type."""
+
+    def __init__(self, unwanted: bytes) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.unwanted = set(unwanted)
+
+    def handler(self, t: int, body: bytes, truncated: bool) -> None:
+        self.calls.append(("handler", t, body, truncated))
+
+    def wants(self, t: int) -> bool:
+        self.calls.append(("wants", t))
+        return t not in self.unwanted
+
+    def skipped(self, t: int, n: int) -> None:
+        self.calls.append(("skipped", t, n))
+
+
+@pytest.mark.skipif(w._CFramer is None, reason="the C framer was not built")  # noqa: SLF001
+@given(st.one_of(st.binary(max_size=600), st.lists(message, max_size=20).map(
+           lambda ms: b"".join(frame(t, b) for t, b in ms))),
+       st.lists(st.integers(min_value=0), max_size=12), st.integers(min_value=0, max_value=80),
+       st.binary(max_size=4))
+def test_c_framer_makes_the_same_calls_as_the_python_framer(data: bytes, cuts: list[int], cap: int,
+                                                             unwanted: bytes) -> None:
+    seen = []
+    for impl in (w.PyFramer, w._CFramer):  # noqa: SLF001
+        r = Recorder(unwanted)
+        f = impl(r.handler, r.wants, r.skipped, cap)
+        error = None
+        states = []
+        try:
+            for piece in chunks(data, cuts):
+                f.feed(piece)
+                states.append((f._pend, f._skip))  # noqa: SLF001
+        except w.ProtocolError as e:
+            error = str(e)
+        seen.append((r.calls, states, error))
+    assert seen[0] == seen[1]
+
+
+def test_the_c_framer_is_built_and_used() -> None:
+    """`pip install -e .` builds it (setup.py); if this fails, check that gcc and the Python headers exist."""
+    assert w._CFramer is not None and w.Framer is w._CFramer  # noqa: SLF001
 
 
 def _session(emitted: list[QueryRecord]) -> AuditSession:
@@ -81,13 +138,14 @@ def _session(emitted: list[QueryRecord]) -> AuditSession:
 PARSE_ERRORS = (w.ProtocolError, struct.error, ValueError, IndexError)
 
 
+@pytest.mark.parametrize("framer", FRAMERS)
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), message), max_size=40))
-def test_audit_state_machine_survives_any_message_sequence(seq: list) -> None:  # type: ignore[type-arg]
+def test_audit_state_machine_survives_any_message_sequence(framer: type[w.PyFramer], seq: list) -> None:  # type: ignore[type-arg]
     emitted: list[QueryRecord] = []
     audit = _session(emitted)
-    client = w.Framer(audit.client_message, lambda t: True, lambda t, n: None, cap=1024)
-    server = w.Framer(audit.server_message, audit.wants, audit.skipped, cap=1024)
+    client = framer(audit.client_message, lambda t: True, lambda t, n: None, cap=1024)
+    server = framer(audit.server_message, audit.wants, audit.skipped, cap=1024)
     for from_client, (t, body) in seq:
         try:
             (client if from_client else server).feed(frame(t, body))
