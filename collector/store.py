@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 
 from agent.events import Envelope, encode
 from collector.db import events
+from collector.ledger import event_digest, micros
 from collector.store_write import GroupCommit, Row, pg_copy_insert, sqlite_insert
 
 
@@ -100,9 +101,11 @@ class EventStore:
 
 def event_rows(batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime) -> list[Row]:
     """The `events` rows of `batch` in its order (columns as store_write.COLUMNS), the first of each id only.
-    The body is the event as re-encoded, with `agent_id` set from the credential."""
+    The body is the event as re-encoded, with `agent_id` set from the credential; the digest is the ledger's
+    (`event_digest`), made here once so that sealing need not read the event back."""
     rows: list[Row] = []
     seen: set[str] = set()
+    received_us = micros(received_at)
     for ev in batch:
         if ev.id in seen:
             continue
@@ -110,6 +113,10 @@ def event_rows(batch: Sequence[Envelope], *, agent: str, received_at: dt.datetim
         if ev.agent_id != agent:
             ev = msgspec.structs.replace(ev, agent_id=agent)
         actor = ev.actor
-        rows.append((ev.id, ev.__struct_config__.tag, ev.ts, received_at, agent, ev.host, ev.source.type,
-                     actor.os_user, actor.db_user, actor.staff_id, encode(ev).decode()))
+        kind = ev.__struct_config__.tag
+        body = encode(ev)
+        head = (ev.id, kind, micros(ev.ts), received_us, agent, ev.host, ev.source.type, actor.os_user,
+                actor.db_user, actor.staff_id)
+        rows.append((ev.id, kind, ev.ts, received_at, agent, ev.host, ev.source.type, actor.os_user, actor.db_user,
+                     actor.staff_id, body.decode(), event_digest(head, body)))
     return rows

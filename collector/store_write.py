@@ -24,19 +24,19 @@ from collector.db import events
 
 # The columns a row carries, in order; `seq` is left to the database.
 COLUMNS: tuple[str, ...] = ("event_id", "kind", "ts", "received_at", "agent", "host", "source_type", "os_user",
-                            "db_user", "staff_id", "body")
+                            "db_user", "staff_id", "body", "digest")
 Row = tuple[Any, ...]
 Writer = Callable[[Connection, Sequence[Row]], set[str]]
 
 _STAGE = "custos_events_stage"
 _PG_TYPES = ["int4", "text", "text", "timestamptz", "timestamptz", "text", "text", "text", "text", "text", "text",
-             "text"]
+             "text", "bytea"]
 _COLS = ", ".join(COLUMNS)
 _PG_CREATE_STAGE = (
     "SET LOCAL client_min_messages = warning; "  # no "already exists, skipping" notice each time
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (ord int4, event_id text, kind text, ts timestamptz, "
     "received_at timestamptz, agent text, host text, source_type text, os_user text, db_user text, staff_id text, "
-    "body text) ON COMMIT DELETE ROWS"
+    "body text, digest bytea) ON COMMIT DELETE ROWS"
 )
 _PG_COPY = f"COPY {_STAGE} (ord, {_COLS}) FROM STDIN (FORMAT BINARY)"
 _PG_MOVE = (
@@ -60,7 +60,7 @@ def pg_copy_insert(conn: Connection, rows: Sequence[Row]) -> set[str]:
         return {r[0] for r in cur.fetchall()}
 
 
-# SQLite allows 32,766 parameters in one statement (since 3.32); 11 a row.
+# SQLite allows 32,766 parameters in one statement (since 3.32); 12 a row.
 _SQLITE_CHUNK = 2_000
 
 
@@ -81,7 +81,7 @@ def sqlite_insert(conn: Connection, rows: Sequence[Row]) -> set[str]:
                 if at is None:
                     at = received[r[3]] = to_text(r[3])
                 params += (r[0], r[1], to_text(r[2]), at, *r[4:])
-            marks = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+            marks = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
             cur.execute(f"INSERT INTO {events.name} ({_COLS}) VALUES {marks} "
                         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id", params)
             inserted.update(r[0] for r in cur.fetchall())

@@ -27,11 +27,12 @@ from collector.ledger import (
     Publisher,
     block_of,
     block_root,
-    leaf_of,
+    digest_leaf,
     merkle_root,
     pack_leaves,
     read_ledger_file,
     seal,
+    stored_event_digest,
     unpack_leaves,
 )
 from collector.store import EventStore
@@ -168,8 +169,13 @@ def rewrite_from(engine: Engine, block_no: int) -> None:
             leaves = []
             for leaf in unpack_leaves(row.leaves):
                 record = conn.execute(select(*EVENT_COLUMNS).where(events.c.seq == leaf.key)).one() \
-                    if leaf.kind == b"e" else None
-                leaves.append(leaf_of(b"e", tuple(record)) if record is not None else leaf)
+                    if leaf.kind in (b"e", b"E") else None
+                if record is None:
+                    leaves.append(leaf)
+                    continue
+                digest = stored_event_digest(tuple(record))  # the stored digest made to agree as well
+                conn.execute(update(events).where(events.c.seq == leaf.key).values(digest=digest))
+                leaves.append(digest_leaf(leaf.key, digest))
             merkle = merkle_root([x.digest for x in leaves])
             root = block_root(b.block_no, b.sealed_at, b.event_after, b.event_to, b.alert_after, b.alert_to,
                               len(leaves), merkle, prev)
