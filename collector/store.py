@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from sqlalchemy import Engine, select
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, select
 from agent.events import Envelope, encode
 from collector.db import events
 from collector.ledger import event_digest, micros
-from collector.store_write import GroupCommit, Row, pg_copy_insert, sqlite_insert
+from collector.store_write import GroupCommit, Row, Then, pg_copy_insert, sqlite_insert, write_then
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class StoredEvent:
 class InsertResult:
     inserted: list[str]  # event ids new to the store, in batch order
     duplicates: int
+    found: list[Any] = field(default_factory=list)  # what `then` returned, run in the write's transaction
 
 
 class EventStore:
@@ -45,18 +47,21 @@ class EventStore:
         self._writes = GroupCommit(engine, writer) if engine.dialect.name == "sqlite" else None
         self._writer = writer
 
-    def insert(self, batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime | None = None) -> InsertResult:
-        """Store `batch` as sent by the credential `agent`; events already stored are left as they are."""
+    def insert(self, batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime | None = None,
+               then: Then | None = None) -> InsertResult:
+        """Store `batch` as sent by the credential `agent`; events already stored are left as they are. `then`
+        runs in the same transaction once the rows are written, given the ids inserted (the integrity checks:
+        their state then commits with the events, in one commit)."""
         if not batch:
             return InsertResult([], 0)
         rows = event_rows(batch, agent=agent, received_at=received_at or dt.datetime.now(dt.timezone.utc))
         if self._writes is not None:
-            inserted = self._writes.insert(rows)
+            inserted, found = self._writes.write(rows, then)
         else:
             with self.engine.begin() as conn:
-                inserted = self._writer(conn, rows)
+                inserted, found = write_then(conn, self._writer, rows, then)
         ordered = [r[0] for r in rows if r[0] in inserted]
-        return InsertResult(ordered, len(batch) - len(ordered))
+        return InsertResult(ordered, len(batch) - len(ordered), found)
 
     def query(
         self,
