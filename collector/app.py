@@ -82,7 +82,7 @@ class App:
     def __init__(self, config: CollectorConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self.store = EventStore(engine)
+        self.store = EventStore(engine, digests=config.integrity.enabled)
         self.metrics = Metrics()
         self.max_body = parse_size(config.server.max_body_bytes)
         self.max_batch = parse_size(config.server.max_batch_bytes)

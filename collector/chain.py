@@ -22,7 +22,7 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -163,19 +163,44 @@ _UPSERT = {name: insert(agent_chains).on_conflict_do_update(index_elements=["age
     for name, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))}
 
 
+_GO_ON = update(agent_chains).where(
+    agent_chains.c.agent == bindparam("b_agent"), agent_chains.c.last_seq == bindparam("b_old_seq"),
+    agent_chains.c.last_hash == bindparam("b_old_hash"), agent_chains.c.last_event_id == bindparam("b_old_event_id"),
+).values(last_seq=bindparam("b_seq"), last_hash=bindparam("b_hash"), last_event_id=bindparam("b_event_id"),
+         updated_at=bindparam("b_at"))
+
+
+def _all_new(batch: Chained, inserted: Collection[str]) -> bool:
+    return len(inserted) >= len(batch.events) and set(inserted).issuperset(e.id for e in batch.events)
+
+
+def go_on(conn: Connection, agent: str, head: Head, batch: Chained, inserted: Collection[str]) -> Head | None:
+    """The common case in one statement: when `batch`, all of it new, goes on exactly from `head` (the agent's
+    head as this process last stored it) and the stored head is still `head` (the row locked as it is updated:
+    another collector's batch in between makes it not match), move it on and return the new head; None when
+    `judge` must look (nothing was written then)."""
+    new_head = advance(head, batch) if batch.events and _all_new(batch, inserted) else None
+    if new_head is None:
+        return None
+    moved = conn.execute(_GO_ON, {
+        "b_agent": agent, "b_old_seq": head.seq, "b_old_hash": head.hash, "b_old_event_id": head.event_id,
+        "b_seq": new_head.seq, "b_hash": new_head.hash, "b_event_id": new_head.event_id,
+        "b_at": dt.datetime.now(dt.timezone.utc)})
+    return new_head if moved.rowcount == 1 else None
+
+
 def judge(conn: Connection, agent: str, batch: Chained, inserted: Collection[str], refused: int = 0
-          ) -> list[Alert]:
+          ) -> tuple[Head | None, list[Alert]]:
     """Follow `agent`'s chain through `batch` in the transaction of `conn`, the one that stored the batch (the
     agent's row locked on PostgreSQL, so that two collectors cannot judge the same agent at once), and store the
-    new head; the alerts to store once it commits. `inserted`: the ids the batch stored."""
-    if not batch.events:
-        return []
+    new head; the head and the alerts to store once it commits. `inserted`: the ids the batch stored."""
     postgresql = conn.dialect.name == "postgresql"
     row = conn.execute(_SELECT_LOCKED if postgresql else _SELECT, {"agent": agent}).first()
     head = Head(int(row[0]), row[1], row[2]) if row is not None else None
+    if not batch.events:
+        return head, []
     found: list[Finding] = []
-    new_head = advance(head, batch) if len(inserted) >= len(batch.events) and set(inserted).issuperset(
-        e.id for e in batch.events) else None
+    new_head = advance(head, batch) if _all_new(batch, inserted) else None
     if new_head is None:
         new_head, found = follow(head, links(batch, inserted), refused)
     if new_head is not None and new_head != head:
@@ -184,7 +209,7 @@ def judge(conn: Connection, agent: str, batch: Chained, inserted: Collection[str
             "updated_at": dt.datetime.now(dt.timezone.utc)})
     for f in found:
         log.warning("agent %s chain %s at number %d: %s", agent, f.what, f.link.seq, f.detail)
-    return [integrity_alert(f"custos.chain_{f.what}", TITLES[f.what], agent, anchor=f.link.event_id,
-                            ts=f.link.ts, evidence=[f.link.event_id], summary=f"Agent {agent}: {f.detail}.",
-                            measures={"seq": f.link.seq, "expected_seq": f.expected_seq})
-            for f in found]
+    return new_head, [integrity_alert(
+        f"custos.chain_{f.what}", TITLES[f.what], agent, anchor=f.link.event_id, ts=f.link.ts,
+        evidence=[f.link.event_id], summary=f"Agent {agent}: {f.detail}.",
+        measures={"seq": f.link.seq, "expected_seq": f.expected_seq}) for f in found]

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from agent.events import Envelope
+from agent.events import AgentHeartbeat, Envelope
 from collector import bypass, chain, heartbeats
 from collector.alerts import AlertStore
 from collector.config import CollectorConfig
@@ -39,6 +39,10 @@ class IntegrityWatch:
         self.alerts = 0
         self.jobs: IntervalJobs | None = None
         self.publisher: Publisher | None = None
+        # Each agent's chain head as this process last stored it: a batch that goes on from it is judged with one
+        # conditional UPDATE (collector/chain.py `go_on`). A head that is stale (another collector moved it on,
+        # or the batch's transaction rolled back) does not match the stored row, and the batch is judged in full.
+        self.heads: dict[str, chain.Head] = {}
 
     def start(self) -> None:
         cfg = self.config
@@ -79,12 +83,25 @@ class IntegrityWatch:
         batch = chain.chained(pieces, events)
         skew = self.config.seconds("max_clock_skew")
 
+        beats = any(isinstance(e, AgentHeartbeat) for _, e in events)
+
         def judge(conn: Connection, inserted: set[str]) -> list[Any]:
-            try:  # in a savepoint: a check that fails rolls back its own writes, never the batch's
+            try:
+                head = self.heads.get(agent)
+                if head is not None and not beats:  # almost every batch: one statement, no savepoint
+                    moved = chain.go_on(conn, agent, head, batch, inserted)
+                    if moved is not None:
+                        self.heads[agent] = moved
+                        return []
+                # in a savepoint: a check that fails rolls back its own writes, never the batch's
                 with conn.begin_nested():
-                    return (chain.judge(conn, agent, batch, inserted, refused)
-                            + heartbeats.judge_batch(conn, agent, events, inserted, skew))
+                    head, found = chain.judge(conn, agent, batch, inserted, refused)
+                    found += heartbeats.judge_batch(conn, agent, events, inserted, skew)
+                if head is not None:
+                    self.heads[agent] = head
+                return found
             except Exception:  # noqa: BLE001 - the batch is stored; a check that fails must not fail the agent
+                self.heads.pop(agent, None)
                 self.failures += 1
                 log.exception("integrity checks of a batch from %s failed", agent)
                 return []

@@ -40,8 +40,9 @@ class InsertResult:
 
 
 class EventStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, digests: bool = True) -> None:
         self.engine = engine
+        self.digests = digests  # made for the ledger (collector/ledger.py); not while integrity is off
         # SQLite has one writer at a time: queue the batches and commit the waiting ones together.
         writer = sqlite_insert if engine.dialect.name == "sqlite" else pg_copy_insert
         self._writes = GroupCommit(engine, writer) if engine.dialect.name == "sqlite" else None
@@ -54,7 +55,8 @@ class EventStore:
         their state then commits with the events, in one commit)."""
         if not batch:
             return InsertResult([], 0)
-        rows = event_rows(batch, agent=agent, received_at=received_at or dt.datetime.now(dt.timezone.utc))
+        rows = event_rows(batch, agent=agent, received_at=received_at or dt.datetime.now(dt.timezone.utc),
+                          digests=self.digests)
         if self._writes is not None:
             inserted, found = self._writes.write(rows, then)
         else:
@@ -104,10 +106,11 @@ class EventStore:
             return int(conn.scalar(select(func.count()).select_from(events)) or 0)
 
 
-def event_rows(batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime) -> list[Row]:
+def event_rows(batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime, digests: bool = True) -> list[Row]:
     """The `events` rows of `batch` in its order (columns as store_write.COLUMNS), the first of each id only.
     The body is the event as re-encoded, with `agent_id` set from the credential; the digest is the ledger's
-    (`event_digest`), made here once so that sealing need not read the event back."""
+    (`event_digest`), made here once so that sealing need not read the event back (None without `digests`:
+    such a row is sealed from its columns)."""
     rows: list[Row] = []
     seen: set[str] = set()
     received_us = micros(received_at)
@@ -120,8 +123,8 @@ def event_rows(batch: Sequence[Envelope], *, agent: str, received_at: dt.datetim
         actor = ev.actor
         kind = ev.__struct_config__.tag
         body = encode(ev)
-        head = (ev.id, kind, micros(ev.ts), received_us, agent, ev.host, ev.source.type, actor.os_user,
-                actor.db_user, actor.staff_id)
+        digest = event_digest((ev.id, kind, micros(ev.ts), received_us, agent, ev.host, ev.source.type,
+                               actor.os_user, actor.db_user, actor.staff_id), body) if digests else None
         rows.append((ev.id, kind, ev.ts, received_at, agent, ev.host, ev.source.type, actor.os_user, actor.db_user,
-                     actor.staff_id, body.decode(), event_digest(head, body)))
+                     actor.staff_id, body.decode(), digest))
     return rows
