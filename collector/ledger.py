@@ -5,12 +5,12 @@ A block covers the events with `seq` in (event_after, event_to] and the alerts w
 alert_to]. The block keeps every record's leaf with its record's key, their Merkle root, the previous block's root,
 and its own root over all of that. An event's digest is made once, at ingest, from the row as it is stored
 (`event_digest`) and stored with it (`events.digest`); its leaf (kind "E") is the SHA-256 of the entry (kind, seq,
-digest), so sealing reads only `seq` and `digest` and never the event itself. An alert's leaf, and that of an
-event stored without a digest (before migration 0007; kind "e"), is the SHA-256 of its canonical bytes
-(`record_bytes`: its columns, in a fixed order, as JSON). `custos verify` recomputes every leaf from the record's
-columns, so a record edited after ingest shows whether or not its digest was edited with it. The roots are also appended to a file outside the database and may be sent to
-syslog, so that rewriting the database's blocks as well as its records still shows (`custos verify`,
-collector/verify.py).
+digest), so sealing reads only `seq` and `digest` and never the event itself. An alert's leaf, and that of an event
+stored without a digest (before migration 0007; kind "e"), is the SHA-256 of its canonical bytes (`record_bytes`:
+its columns, in a fixed order, as JSON). `custos verify` recomputes every leaf from the record's columns, so a
+record edited after ingest shows whether or not its digest was edited with it. The roots are also appended to a
+file outside the database and may be sent to syslog, so that rewriting the database's blocks as well as its records
+still shows (`custos verify`, collector/verify.py).
 
 What is sealed is what cannot change: an alert's triage status is left out (it changes by design; its history
 is in `alert_history`). Records younger than `settle` seconds wait for the next block: on PostgreSQL a lower `seq`
