@@ -82,13 +82,14 @@ class IntegrityWatch:
         read leniently), `refused` how many were refused. Each event's hash is taken here, before the write."""
         batch = chain.chained(pieces, events)
         skew = self.config.seconds("max_clock_skew")
-
         beats = any(isinstance(e, AgentHeartbeat) for _, e in events)
 
         def judge(conn: Connection, inserted: set[str]) -> list[Any]:
             try:
                 head = self.heads.get(agent)
-                if head is not None and not beats:  # almost every batch: one statement, no savepoint
+                # Almost every batch: one statement, without a savepoint (an error in that UPDATE is one the
+                # batch's own write would meet in the same transaction).
+                if head is not None and not beats:
                     moved = chain.go_on(conn, agent, head, batch, inserted)
                     if moved is not None:
                         self.heads[agent] = moved
