@@ -82,7 +82,7 @@ class App:
     def __init__(self, config: CollectorConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self.store = EventStore(engine)
+        self.store = EventStore(engine, digests=config.integrity.enabled)
         self.metrics = Metrics()
         self.max_body = parse_size(config.server.max_body_bytes)
         self.max_batch = parse_size(config.server.max_batch_bytes)
@@ -149,12 +149,15 @@ class App:
         """Store checked events, given as (index in the batch, event); returns once they are durable.
         `agent_batch`: the batch as an agent sent it, whose hash chain is then followed; `sent_at`:
         the agent's clock when it sent the batch (its Custos-Sent-At header)."""
+        # hash chain, heartbeats (integrity_watch.py): judged in the transaction that stores the batch
+        watch = self.integrity if agent_batch is not None else None
+        then = watch.checks(agent, agent_batch.pieces, events, refused) if watch and agent_batch else None
         try:
-            result = self.store.insert([ev for _, ev in events], agent=agent)
+            result = self.store.insert([ev for _, ev in events], agent=agent, then=then)
         except (OperationalError, InterfaceError) as e:
             raise _unavailable(e) from e
-        if self.integrity is not None and agent_batch is not None:  # hash chain, heartbeats (integrity_watch.py)
-            self.integrity.on_ingest(agent, agent_batch.pieces, events, result.inserted, refused, sent_at=sent_at)
+        if watch is not None:
+            watch.after(agent, result.found, sent_at=sent_at)
         duplicates = result.duplicates + repeats
         if self.rules is not None and result.inserted:
             self.rules.on_stored(len(result.inserted))  # only wakes the rule worker: cannot fail or block

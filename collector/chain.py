@@ -22,12 +22,14 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from agent.events import Envelope
-from collector.alerts import AlertStore
 from collector.db import agent_chains
-from collector.integrity import integrity_alert, upsert
+from collector.integrity import integrity_alert
+from rules.alerts import Alert
 
 log = logging.getLogger("custos.chain")
 
@@ -61,18 +63,46 @@ class Finding:
     detail: str
 
 
-def links(pieces: Sequence[bytes] | None, events: Sequence[tuple[int, Envelope]], inserted: Collection[str]
-          ) -> list[Link]:
-    """The chained events of a parsed batch (index in the batch, event) in batch order. `pieces`: each event's
-    bytes as sent, by index (collector/ingest.py), whose SHA-256 the next event names; None when the batch had
-    to be read leniently and the bytes are not the agent's (the hashes are then unknown)."""
-    chained = [(i, e) for i, e in events if e.chain_seq is not None]
-    if not chained:
-        return []
+@dataclass(frozen=True, slots=True)
+class Chained:
+    """The chained events of a batch in batch order, and the SHA-256 (hex) of each one's bytes as sent; made
+    before the batch is written, so that the write's transaction only compares."""
+
+    events: list[Envelope]
+    digests: list[str] | None  # None when the batch had to be read leniently: the bytes are not the agent's
+
+
+def chained(pieces: Sequence[bytes] | None, events: Sequence[tuple[int, Envelope]]) -> Chained:
+    """The chained events of a parsed batch (index in the batch, event). `pieces`: each event's bytes as sent, by
+    index (collector/ingest.py), whose SHA-256 the next event names; None when the batch had to be read
+    leniently and the bytes are not the agent's (the hashes are then unknown)."""
+    picked = [(i, e) for i, e in events if e.chain_seq is not None]
+    if pieces is None:
+        return Chained([e for _, e in picked], None)
+    sha256 = hashlib.sha256
+    return Chained([e for _, e in picked], [sha256(pieces[i]).hexdigest() for i, _ in picked])
+
+
+def links(batch: Chained, inserted: Collection[str]) -> list[Link]:
+    """`batch` as links to `follow`; `inserted`: the ids the batch stored (the others are duplicates)."""
     new = set(inserted)
-    return [Link(e.id, int(e.chain_seq), e.chain_prev,  # type: ignore[arg-type]
-                 None if pieces is None else hashlib.sha256(pieces[i]).hexdigest(), e.id in new, e.ts)
-            for i, e in chained]
+    digests = batch.digests or [None] * len(batch.events)
+    return [Link(e.id, int(e.chain_seq), e.chain_prev, d, e.id in new, e.ts)  # type: ignore[arg-type]
+            for e, d in zip(batch.events, digests)]
+
+
+def advance(head: Head | None, batch: Chained) -> Head | None:
+    """The new head when every event of `batch`, all of them new, goes on from `head` exactly (the next number,
+    naming the hash before it), as almost every batch does; None when `follow` must judge the batch. One pass
+    over the events, no object per event: this runs for every event stored."""
+    if batch.digests is None:
+        return None
+    seq, last, last_id = (head.seq, head.hash, head.event_id) if head is not None else (0, "", "")
+    for e, digest in zip(batch.events, batch.digests):
+        if e.chain_seq != seq + 1 or (last and e.chain_prev is not None and e.chain_prev != last):
+            return None
+        seq, last, last_id = seq + 1, digest, e.id
+    return Head(seq, last, last_id)
 
 
 def follow(head: Head | None, batch: Sequence[Link], refused: int = 0) -> tuple[Head | None, list[Finding]]:
@@ -125,31 +155,61 @@ TITLES = {
 }
 
 
-def check(engine: Engine, agent: str, batch: Sequence[Link], refused: int = 0) -> list[str]:
-    """Follow `agent`'s chain through `batch` in one transaction (the row locked on PostgreSQL, so that two
-    collectors cannot judge the same agent at once); store the new head and the alerts. Returns the alert ids."""
-    if not batch:
-        return []
-    now = dt.datetime.now(dt.timezone.utc)
-    with engine.begin() as conn:
-        q = select(agent_chains.c.last_seq, agent_chains.c.last_hash, agent_chains.c.last_event_id).where(
-            agent_chains.c.agent == agent)
-        if engine.dialect.name == "postgresql":
-            q = q.with_for_update()
-        row = conn.execute(q).first()
-        head = Head(int(row[0]), row[1], row[2]) if row is not None else None
-        new_head, found = follow(head, batch, refused)
-        if new_head is not None and new_head != head:
-            upsert(conn, engine, agent_chains, {"agent": agent}, {
-                "last_seq": new_head.seq, "last_hash": new_head.hash, "last_event_id": new_head.event_id,
-                "updated_at": now})
-    if not found:
-        return []
-    alerts = [integrity_alert(f"custos.chain_{f.what}", TITLES[f.what], agent, anchor=f.link.event_id,
-                              ts=f.link.ts, evidence=[f.link.event_id],
-                              summary=f"Agent {agent}: {f.detail}.",
-                              measures={"seq": f.link.seq, "expected_seq": f.expected_seq})
-              for f in found]
+_SELECT = select(agent_chains.c.last_seq, agent_chains.c.last_hash, agent_chains.c.last_event_id).where(
+    agent_chains.c.agent == bindparam("agent"))
+_SELECT_LOCKED = _SELECT.with_for_update()
+_UPSERT = {name: insert(agent_chains).on_conflict_do_update(index_elements=["agent"], set_={
+    c: getattr(insert(agent_chains).excluded, c) for c in ("last_seq", "last_hash", "last_event_id", "updated_at")})
+    for name, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))}
+
+
+_GO_ON = update(agent_chains).where(
+    agent_chains.c.agent == bindparam("b_agent"), agent_chains.c.last_seq == bindparam("b_old_seq"),
+    agent_chains.c.last_hash == bindparam("b_old_hash"), agent_chains.c.last_event_id == bindparam("b_old_event_id"),
+).values(last_seq=bindparam("b_seq"), last_hash=bindparam("b_hash"), last_event_id=bindparam("b_event_id"),
+         updated_at=bindparam("b_at"))
+
+
+def _all_new(batch: Chained, inserted: Collection[str]) -> bool:
+    return len(inserted) >= len(batch.events) and set(inserted).issuperset(e.id for e in batch.events)
+
+
+def go_on(conn: Connection, agent: str, head: Head, batch: Chained, inserted: Collection[str]) -> Head | None:
+    """The common case in one statement: when `batch`, all of it new, goes on exactly from `head` (the agent's
+    head as this process last stored it) and the stored head is still `head` (the row locked as it is updated:
+    another collector's batch in between makes it not match), move it on and return the new head; None when
+    `judge` must look (nothing was written then)."""
+    new_head = advance(head, batch) if batch.events and _all_new(batch, inserted) else None
+    if new_head is None:
+        return None
+    moved = conn.execute(_GO_ON, {
+        "b_agent": agent, "b_old_seq": head.seq, "b_old_hash": head.hash, "b_old_event_id": head.event_id,
+        "b_seq": new_head.seq, "b_hash": new_head.hash, "b_event_id": new_head.event_id,
+        "b_at": dt.datetime.now(dt.timezone.utc)})
+    return new_head if moved.rowcount == 1 else None
+
+
+def judge(conn: Connection, agent: str, batch: Chained, inserted: Collection[str], refused: int = 0
+          ) -> tuple[Head | None, list[Alert]]:
+    """Follow `agent`'s chain through `batch` in the transaction of `conn`, the one that stored the batch (the
+    agent's row locked on PostgreSQL, so that two collectors cannot judge the same agent at once), and store the
+    new head; the head and the alerts to store once it commits. `inserted`: the ids the batch stored."""
+    postgresql = conn.dialect.name == "postgresql"
+    row = conn.execute(_SELECT_LOCKED if postgresql else _SELECT, {"agent": agent}).first()
+    head = Head(int(row[0]), row[1], row[2]) if row is not None else None
+    if not batch.events:
+        return head, []
+    found: list[Finding] = []
+    new_head = advance(head, batch) if _all_new(batch, inserted) else None
+    if new_head is None:
+        new_head, found = follow(head, links(batch, inserted), refused)
+    if new_head is not None and new_head != head:
+        conn.execute(_UPSERT[conn.dialect.name], {
+            "agent": agent, "last_seq": new_head.seq, "last_hash": new_head.hash, "last_event_id": new_head.event_id,
+            "updated_at": dt.datetime.now(dt.timezone.utc)})
     for f in found:
         log.warning("agent %s chain %s at number %d: %s", agent, f.what, f.link.seq, f.detail)
-    return AlertStore(engine).save(alerts)
+    return new_head, [integrity_alert(
+        f"custos.chain_{f.what}", TITLES[f.what], agent, anchor=f.link.event_id, ts=f.link.ts,
+        evidence=[f.link.event_id], summary=f"Agent {agent}: {f.detail}.",
+        measures={"seq": f.link.seq, "expected_seq": f.expected_seq}) for f in found]

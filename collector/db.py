@@ -93,6 +93,9 @@ events = Table(
     Column("db_user", String(256), nullable=True),
     Column("staff_id", String(256), nullable=True),
     Column("body", Text, nullable=False),  # the event as received (JSON), agent_id set from the credential
+    # SHA-256 of the row as stored, made at ingest, which the ledger seals (collector/ledger.py `event_digest`);
+    # NULL for rows stored before migration 0007, which are sealed from their columns instead
+    Column("digest", LargeBinary, nullable=True),
     Index("ix_events_kind_ts", "kind", "ts"),
     Index("ix_events_ts", "ts"),
     Index("ix_events_agent_ts", "agent", "ts"),

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Connection, Engine, or_, select, update
 
 from agent.events import AgentHeartbeat, Envelope
 from collector.alerts import AlertStore
@@ -102,30 +102,40 @@ def judge(agent: str, prev: Beat | None, beat: Beat, max_skew: float) -> list[Al
 def observe(engine: Engine, agent: str, events: Sequence[tuple[int, Envelope]], inserted: Collection[str],
             max_skew: float, now: dt.datetime | None = None) -> list[str]:
     """Judge the new heartbeats of a batch against the agent's newest, keep the newest; returns alert ids."""
+    with engine.begin() as conn:
+        out = judge_batch(conn, agent, events, inserted, max_skew, now)
+    return AlertStore(engine).save(out) if out else []
+
+
+def judge_batch(conn: Connection, agent: str, events: Sequence[tuple[int, Envelope]], inserted: Collection[str],
+                max_skew: float, now: dt.datetime | None = None) -> list[Alert]:
+    """`observe` in the transaction of `conn` (the one that stored the batch, on ingest); the alerts to store once
+    it commits. A batch without heartbeats (almost every one) costs one pass over its events."""
+    beats = [e for _, e in events if isinstance(e, AgentHeartbeat)]
+    if not beats:
+        return []
     new = set(inserted)
     now = now or dt.datetime.now(dt.timezone.utc)
     # A heartbeat without a counter (0: an older agent, or one made up by a replay) cannot be placed among the
     # agent's own and is not judged.
-    beats = [Beat.of(e, now) for _, e in events
-             if isinstance(e, AgentHeartbeat) and e.id in new and e.payload.monotonic > 0]
-    if not beats:
+    judged = [Beat.of(e, now) for e in beats if e.id in new and e.payload.monotonic > 0]
+    if not judged:
         return []
     out: list[Alert] = []
-    with engine.begin() as conn:
-        q = select(agent_heartbeats).where(agent_heartbeats.c.agent == agent)
-        if engine.dialect.name == "postgresql":
-            q = q.with_for_update()
-        row = conn.execute(q).first()
-        prev = None if row is None else Beat(row.event_id, row.host, row.received_at, row.received_at,
-                                             int(row.monotonic), row.agent_clock, float(row.uptime_s),
-                                             row.interval_s, int(row.dropped), row.config_hash)
-        newest = prev
-        for beat in beats:
-            out += judge(agent, newest, beat, max_skew)
-            newest = beat
-        if newest is not None and newest is not prev:
-            upsert(conn, engine, agent_heartbeats, {"agent": agent}, {**newest.row(), "silent_alerted": None})
-    return AlertStore(engine).save(out) if out else []
+    q = select(agent_heartbeats).where(agent_heartbeats.c.agent == agent)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = conn.execute(q).first()
+    prev = None if row is None else Beat(row.event_id, row.host, row.received_at, row.received_at,
+                                         int(row.monotonic), row.agent_clock, float(row.uptime_s),
+                                         row.interval_s, int(row.dropped), row.config_hash)
+    newest = prev
+    for beat in judged:
+        out += judge(agent, newest, beat, max_skew)
+        newest = beat
+    if newest is not None and newest is not prev:
+        upsert(conn, conn.engine, agent_heartbeats, {"agent": agent}, {**newest.row(), "silent_alerted": None})
+    return out
 
 
 def skewed(engine: Engine, agent: str, sent_at: str | None, max_skew: float,

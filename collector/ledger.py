@@ -2,11 +2,15 @@
 the manner of CloudTrail's digest files.
 
 A block covers the events with `seq` in (event_after, event_to] and the alerts with `id` in (alert_after,
-alert_to]. Each record's leaf is the SHA-256 of its canonical bytes (`record_bytes`: its columns, in a fixed
-order, as JSON); the block keeps every leaf with its record's key, their Merkle root, the previous block's root,
-and its own root over all of that. The roots are also appended to a file outside the database and may be sent to
-syslog, so that rewriting the database's blocks as well as its records still shows (`custos verify`,
-collector/verify.py).
+alert_to]. The block keeps every record's leaf with its record's key, their Merkle root, the previous block's root,
+and its own root over all of that. An event's digest is made once, at ingest, from the row as it is stored
+(`event_digest`) and stored with it (`events.digest`); its leaf (kind "E") is the SHA-256 of the entry (kind, seq,
+digest), so sealing reads only `seq` and `digest` and never the event itself. An alert's leaf, and that of an event
+stored without a digest (before migration 0007; kind "e"), is the SHA-256 of its canonical bytes (`record_bytes`:
+its columns, in a fixed order, as JSON). `custos verify` recomputes every leaf from the record's columns, so a
+record edited after ingest shows whether or not its digest was edited with it. The roots are also appended to a
+file outside the database and may be sent to syslog, so that rewriting the database's blocks as well as its records
+still shows (`custos verify`, collector/verify.py).
 
 What is sealed is what cannot change: an alert's triage status is left out (it changes by design; its history
 is in `alert_history`). Records younger than `settle` seconds wait for the next block: on PostgreSQL a lower `seq`
@@ -75,10 +79,12 @@ ALERT_COLUMNS: tuple[Any, ...] = tuple(_raw(c) for c in (
     alerts.c.group_key, alerts.c.staff_id, alerts.c.person_name, alerts.c.team, alerts.c.ts, alerts.c.first_ts,
     alerts.c.last_ts, alerts.c.summary, alerts.c.evidence, alerts.c.measures, alerts.c.trigger_event_id,
     alerts.c.origin, alerts.c.created_at))
-KINDS = {b"e": "event", b"a": "alert"}
+KINDS = {b"e": "event", b"E": "event", b"a": "alert"}
 GENESIS = "0" * 64
 _LEAF = struct.Struct("!cQ32s")  # kind, key, SHA-256
 _encode = msgspec.json.Encoder().encode
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MICROSECOND = dt.timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,37 @@ def leaves_of(kind: bytes, rows: Sequence[Sequence[Any]]) -> list[Leaf]:
         return [leaf_of(kind, r) for r in rows]
     sha256, prefix = hashlib.sha256, b"\x00" + kind
     return [Leaf(kind, int(r[0]), sha256(prefix + _encode(r)).digest()) for r in rows]
+
+
+def micros(at: dt.datetime) -> int:
+    """A zone-aware time as microseconds since 1970 UTC: exact, and the same whatever zone it is given in."""
+    return (at - EPOCH) // _MICROSECOND
+
+
+def event_digest(columns: Sequence[Any], body: bytes) -> bytes:
+    """An event's digest, made at ingest and recomputed by `custos verify`: the SHA-256 of its stored columns
+    but `seq` (event_id, kind, ts, received_at, agent, host, source_type, os_user, db_user, staff_id; times as
+    `micros`) as a JSON array, followed by its stored body's UTF-8 bytes."""
+    return hashlib.sha256(b"\x00E" + _encode(columns) + body).digest()
+
+
+def _utc(value: Any) -> dt.datetime:
+    """A time column as sealing reads it (UTC text, or a driver's datetime) as a zone-aware datetime."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.timezone.utc)
+
+
+def stored_event_digest(row: Sequence[Any]) -> bytes:
+    """`event_digest` of a stored event, read as EVENT_COLUMNS; ValueError when a time column is not a time."""
+    return event_digest((row[1], row[2], micros(_utc(row[3])), micros(_utc(row[4])), *row[5:11]),
+                        str(row[11]).encode("utf-8", "surrogatepass"))
+
+
+def digest_leaf(seq: int, digest: bytes) -> Leaf:
+    """The leaf of an event sealed from its stored digest: the SHA-256 of its entry, so that it names the event's
+    place (`seq`) as well as its content."""
+    return Leaf(b"E", seq, hashlib.sha256(b"\x00" + _LEAF.pack(b"E", seq, digest)).digest())
 
 
 def merkle_root(digests: Sequence[bytes]) -> str:
@@ -211,25 +248,52 @@ def seal_once(engine: Engine, *, settle: float = 10.0, max_records: int = 100_00
         block_no, event_after, alert_after, prev = (1, 0, 0, GENESIS) if last is None else (
             int(last[0]) + 1, int(last[1]), int(last[2]), str(last[3]))
         event_to = _settled_to(conn, events.c.seq, events.c.received_at, event_after, cutoff, max_records)
-        ev_rows = fetch_rows(conn, select(*EVENT_COLUMNS).where(events.c.seq > event_after, events.c.seq <= event_to)
-                             .order_by(events.c.seq))
+        in_range = (events.c.seq > event_after, events.c.seq <= event_to)
+        ev_rows = fetch_rows(conn, select(events.c.seq, events.c.digest).where(*in_range).order_by(events.c.seq))
+        undigested: dict[int, Leaf] = {}
+        if any(d is None for _, d in ev_rows):  # stored before migration 0007: sealed from their columns
+            undigested = {leaf.key: leaf for leaf in leaves_of(b"e", fetch_rows(conn, select(*EVENT_COLUMNS).where(
+                *in_range, events.c.digest.is_(None)).order_by(events.c.seq)))}
         alert_to = _settled_to(conn, alerts.c.id, alerts.c.created_at, alert_after, cutoff, max_records - len(ev_rows))
         al_rows = fetch_rows(conn, select(*ALERT_COLUMNS).where(alerts.c.id > alert_after, alerts.c.id <= alert_to)
                              .order_by(alerts.c.id))
     if not ev_rows and not al_rows:
         return None
-    leaves = leaves_of(b"e", ev_rows) + leaves_of(b"a", al_rows)
-    merkle = merkle_root([leaf.digest for leaf in leaves])
-    root = block_root(block_no, now, event_after, event_to, alert_after, alert_to, len(leaves), merkle, prev)
+    entries, digests = _event_entries(ev_rows, undigested)
+    for leaf in leaves_of(b"a", al_rows):
+        entries.append(_LEAF.pack(leaf.kind, leaf.key, leaf.digest))
+        digests.append(leaf.digest)
+    merkle = merkle_root(digests)
+    root = block_root(block_no, now, event_after, event_to, alert_after, alert_to, len(digests), merkle, prev)
     try:  # the block number is the key: of two processes sealing at once, one inserts and the other stops here
         with engine.begin() as conn:
             conn.execute(ledger_blocks.insert().values(
                 block_no=block_no, sealed_at=now, event_after=event_after, event_to=event_to, alert_after=alert_after,
-                alert_to=alert_to, leaves=pack_leaves(leaves), merkle_root=merkle, prev_root=prev, root=root))
+                alert_to=alert_to, leaves=b"".join(entries), merkle_root=merkle, prev_root=prev, root=root))
     except IntegrityError:
         log.info("ledger block %d was sealed by another process", block_no)
         return None
-    return Block(block_no, now, event_after, event_to, alert_after, alert_to, merkle, prev, root, len(leaves))
+    return Block(block_no, now, event_after, event_to, alert_after, alert_to, merkle, prev, root, len(digests))
+
+
+def _event_entries(rows: Sequence[Sequence[Any]], undigested: dict[int, Leaf]) -> tuple[list[bytes], list[bytes]]:
+    """The packed leaves and their digests of events read as (seq, digest), in `seq` order: `digest_leaf` in one
+    loop without a Leaf each, since this is sealing's work per event; the leaf of `undigested` for a row
+    without a digest (one deleted between the two reads is left out, as if it had gone before)."""
+    pack, sha256, kind = _LEAF.pack, hashlib.sha256, b"E"
+    entries: list[bytes] = []
+    digests: list[bytes] = []
+    for seq, digest in rows:
+        if digest is None:
+            leaf = undigested.get(seq)
+            if leaf is not None:
+                entries.append(pack(leaf.kind, leaf.key, leaf.digest))
+                digests.append(leaf.digest)
+            continue
+        leaf = sha256(b"\x00" + pack(kind, seq, digest)).digest()
+        entries.append(pack(kind, seq, leaf))
+        digests.append(leaf)
+    return entries, digests
 
 
 def blocks_after(conn: Connection, block_no: int) -> Iterator[Block]:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from sqlalchemy import Engine, select
 
 from agent.events import Envelope, encode
 from collector.db import events
-from collector.store_write import GroupCommit, Row, pg_copy_insert, sqlite_insert
+from collector.ledger import event_digest, micros
+from collector.store_write import GroupCommit, Row, Then, pg_copy_insert, sqlite_insert, write_then
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,28 +36,34 @@ class StoredEvent:
 class InsertResult:
     inserted: list[str]  # event ids new to the store, in batch order
     duplicates: int
+    found: list[Any] = field(default_factory=list)  # what `then` returned, run in the write's transaction
 
 
 class EventStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, digests: bool = True) -> None:
         self.engine = engine
+        self.digests = digests  # made for the ledger (collector/ledger.py); not while integrity is off
         # SQLite has one writer at a time: queue the batches and commit the waiting ones together.
         writer = sqlite_insert if engine.dialect.name == "sqlite" else pg_copy_insert
         self._writes = GroupCommit(engine, writer) if engine.dialect.name == "sqlite" else None
         self._writer = writer
 
-    def insert(self, batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime | None = None) -> InsertResult:
-        """Store `batch` as sent by the credential `agent`; events already stored are left as they are."""
+    def insert(self, batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime | None = None,
+               then: Then | None = None) -> InsertResult:
+        """Store `batch` as sent by the credential `agent`; events already stored are left as they are. `then`
+        runs in the same transaction once the rows are written, given the ids inserted (the integrity checks:
+        their state then commits with the events, in one commit)."""
         if not batch:
             return InsertResult([], 0)
-        rows = event_rows(batch, agent=agent, received_at=received_at or dt.datetime.now(dt.timezone.utc))
+        rows = event_rows(batch, agent=agent, received_at=received_at or dt.datetime.now(dt.timezone.utc),
+                          digests=self.digests)
         if self._writes is not None:
-            inserted = self._writes.insert(rows)
+            inserted, found = self._writes.write(rows, then)
         else:
             with self.engine.begin() as conn:
-                inserted = self._writer(conn, rows)
+                inserted, found = write_then(conn, self._writer, rows, then)
         ordered = [r[0] for r in rows if r[0] in inserted]
-        return InsertResult(ordered, len(batch) - len(ordered))
+        return InsertResult(ordered, len(batch) - len(ordered), found)
 
     def query(
         self,
@@ -98,11 +106,14 @@ class EventStore:
             return int(conn.scalar(select(func.count()).select_from(events)) or 0)
 
 
-def event_rows(batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime) -> list[Row]:
+def event_rows(batch: Sequence[Envelope], *, agent: str, received_at: dt.datetime, digests: bool = True) -> list[Row]:
     """The `events` rows of `batch` in its order (columns as store_write.COLUMNS), the first of each id only.
-    The body is the event as re-encoded, with `agent_id` set from the credential."""
+    The body is the event as re-encoded, with `agent_id` set from the credential; the digest is the ledger's
+    (`event_digest`), made here once so that sealing need not read the event back (None without `digests`:
+    such a row is sealed from its columns)."""
     rows: list[Row] = []
     seen: set[str] = set()
+    received_us = micros(received_at)
     for ev in batch:
         if ev.id in seen:
             continue
@@ -110,6 +121,10 @@ def event_rows(batch: Sequence[Envelope], *, agent: str, received_at: dt.datetim
         if ev.agent_id != agent:
             ev = msgspec.structs.replace(ev, agent_id=agent)
         actor = ev.actor
-        rows.append((ev.id, ev.__struct_config__.tag, ev.ts, received_at, agent, ev.host, ev.source.type,
-                     actor.os_user, actor.db_user, actor.staff_id, encode(ev).decode()))
+        kind = ev.__struct_config__.tag
+        body = encode(ev)
+        digest = event_digest((ev.id, kind, micros(ev.ts), received_us, agent, ev.host, ev.source.type,
+                               actor.os_user, actor.db_user, actor.staff_id), body) if digests else None
+        rows.append((ev.id, kind, ev.ts, received_at, agent, ev.host, ev.source.type, actor.os_user, actor.db_user,
+                     actor.staff_id, body.decode(), digest))
     return rows

@@ -24,19 +24,22 @@ from collector.db import events
 
 # The columns a row carries, in order; `seq` is left to the database.
 COLUMNS: tuple[str, ...] = ("event_id", "kind", "ts", "received_at", "agent", "host", "source_type", "os_user",
-                            "db_user", "staff_id", "body")
+                            "db_user", "staff_id", "body", "digest")
 Row = tuple[Any, ...]
 Writer = Callable[[Connection, Sequence[Row]], set[str]]
+# What runs in the transaction that wrote a batch, given the ids it inserted (the ingest's integrity checks,
+# collector/integrity_watch.py); what it returns is handed back to the batch's caller once the batch commits.
+Then = Callable[[Connection, set[str]], list[Any]]
 
 _STAGE = "custos_events_stage"
 _PG_TYPES = ["int4", "text", "text", "timestamptz", "timestamptz", "text", "text", "text", "text", "text", "text",
-             "text"]
+             "text", "bytea"]
 _COLS = ", ".join(COLUMNS)
 _PG_CREATE_STAGE = (
     "SET LOCAL client_min_messages = warning; "  # no "already exists, skipping" notice each time
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (ord int4, event_id text, kind text, ts timestamptz, "
     "received_at timestamptz, agent text, host text, source_type text, os_user text, db_user text, staff_id text, "
-    "body text) ON COMMIT DELETE ROWS"
+    "body text, digest bytea) ON COMMIT DELETE ROWS"
 )
 _PG_COPY = f"COPY {_STAGE} (ord, {_COLS}) FROM STDIN (FORMAT BINARY)"
 _PG_MOVE = (
@@ -60,7 +63,7 @@ def pg_copy_insert(conn: Connection, rows: Sequence[Row]) -> set[str]:
         return {r[0] for r in cur.fetchall()}
 
 
-# SQLite allows 32,766 parameters in one statement (since 3.32); 11 a row.
+# SQLite allows 32,766 parameters in one statement (since 3.32); 12 a row.
 _SQLITE_CHUNK = 2_000
 
 
@@ -81,7 +84,7 @@ def sqlite_insert(conn: Connection, rows: Sequence[Row]) -> set[str]:
                 if at is None:
                     at = received[r[3]] = to_text(r[3])
                 params += (r[0], r[1], to_text(r[2]), at, *r[4:])
-            marks = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+            marks = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
             cur.execute(f"INSERT INTO {events.name} ({_COLS}) VALUES {marks} "
                         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id", params)
             inserted.update(r[0] for r in cur.fetchall())
@@ -90,11 +93,19 @@ def sqlite_insert(conn: Connection, rows: Sequence[Row]) -> set[str]:
     return inserted
 
 
+def write_then(conn: Connection, writer: Writer, rows: Sequence[Row], then: Then | None) -> tuple[set[str], list[Any]]:
+    """`writer`'s rows, then `then` in the same transaction: the ids inserted, and what `then` returned."""
+    inserted = writer(conn, rows)
+    return inserted, ([] if then is None else then(conn, inserted))
+
+
 @dataclass(eq=False, slots=True)
 class _Job:
     rows: Sequence[Row]
+    then: Then | None = None
     done: bool = False
     inserted: set[str] = field(default_factory=set)
+    found: list[Any] = field(default_factory=list)
     error: BaseException | None = None
 
 
@@ -124,7 +135,11 @@ class GroupCommit:
 
     def insert(self, rows: Sequence[Row]) -> set[str]:
         """Store `rows`; returns after the commit that holds them, with the ids that were new."""
-        job = _Job(rows)
+        return self.write(rows)[0]
+
+    def write(self, rows: Sequence[Row], then: Then | None = None) -> tuple[set[str], list[Any]]:
+        """`insert`, running `then` in the same transaction after the rows are written; also what it returned."""
+        job = _Job(rows, then)
         with self._queue_lock:
             self._queue.append(job)
         while not job.done:
@@ -134,7 +149,7 @@ class GroupCommit:
                 self._write(self._take())
         if job.error is not None:
             raise job.error
-        return job.inserted
+        return job.inserted, job.found
 
     def _take(self) -> list[_Job]:
         """The queued jobs, oldest first, up to `max_rows` rows (at least one job)."""
@@ -150,7 +165,7 @@ class GroupCommit:
     def _write(self, group: list[_Job]) -> None:
         try:
             with self.engine.begin() as conn:
-                results = [self.writer(conn, job.rows) for job in group]
+                results = [write_then(conn, self.writer, job.rows, job.then) for job in group]
         except Exception as e:  # noqa: BLE001 - handed to the callers whose rows these were
             if len(group) == 1:
                 group[0].error, group[0].done = e, True
@@ -163,7 +178,7 @@ class GroupCommit:
                 job.error = RuntimeError("the write was interrupted; send the batch again")
                 job.done = True
             raise
-        for job, inserted in zip(group, results):
-            job.inserted, job.done = inserted, True
+        for job, (inserted, found) in zip(group, results):
+            job.inserted, job.found, job.done = inserted, found, True
         self.groups += 1
         self.batches += len(group)

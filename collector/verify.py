@@ -1,7 +1,9 @@
 """`custos verify`: every stored record against the block that sealed it, every block against the chain and the
 ledger file, naming each record changed, deleted or inserted and each block rewritten or missing.
 
-- A record whose bytes no longer hash to its leaf was **changed**; a leaf without its record: **deleted**; a
+- A record whose columns no longer give its leaf was **changed** (an event's leaf is recomputed from its columns,
+  not taken from its stored digest, so editing both shows too); so was an event whose stored digest no longer
+  matches its columns (the digest edited alone); a leaf without its record: **deleted**; a
   record inside a block's range without a leaf: **inserted**.
 - A block whose leaves no longer give its Merkle root, or whose root is not the hash of its header, was altered;
   one that does not name the root before it breaks the chain; a gap in block numbers is a block deleted.
@@ -29,10 +31,12 @@ from collector.ledger import (
     Leaf,
     block_of,
     block_root,
+    digest_leaf,
     fetch_rows,
     leaf_of,
     merkle_root,
     read_ledger_file,
+    stored_event_digest,
     unpack_leaves,
 )
 
@@ -62,13 +66,14 @@ class Report:
         return not self.problems
 
 
-def _rows(conn: Connection, b: Block) -> Iterator[tuple[bytes, tuple[object, ...]]]:
-    for row in fetch_rows(conn, select(*EVENT_COLUMNS).where(events.c.seq > b.event_after,
-                                                             events.c.seq <= b.event_to).order_by(events.c.seq)):
-        yield b"e", row
+def _rows(conn: Connection, b: Block) -> Iterator[tuple[bytes, tuple[object, ...], bytes | None]]:
+    """The records of `b`'s ranges: (kind, its columns as EVENT_COLUMNS or ALERT_COLUMNS, its stored digest)."""
+    for row in fetch_rows(conn, select(*EVENT_COLUMNS, events.c.digest).where(
+            events.c.seq > b.event_after, events.c.seq <= b.event_to).order_by(events.c.seq)):
+        yield b"e", tuple(row[:-1]), row[-1]
     for row in fetch_rows(conn, select(*ALERT_COLUMNS).where(alerts.c.id > b.alert_after,
                                                              alerts.c.id <= b.alert_to).order_by(alerts.c.id)):
-        yield b"a", row
+        yield b"a", tuple(row), None
 
 
 def _name(kind: bytes, row: tuple[object, ...] | None) -> str:
@@ -77,21 +82,40 @@ def _name(kind: bytes, row: tuple[object, ...] | None) -> str:
     return f"id {row[1]}"
 
 
+def _recomputed(row: tuple[object, ...]) -> bytes | None:
+    try:
+        return stored_event_digest(row)
+    except (ValueError, TypeError, OverflowError):  # a time column made into something that is not a time
+        return None
+
+
+def _mismatch(kind: bytes, row: tuple[object, ...], stored: bytes | None, sealed: Leaf) -> str | None:
+    """Why the record `row` no longer matches its leaf `sealed`, or None when it does."""
+    key = int(row[0])  # type: ignore[call-overload]
+    digest = _recomputed(row) if kind == b"e" else None
+    if sealed.kind == b"E":
+        if digest is None or digest_leaf(key, digest).digest != sealed.digest:
+            return "differs from what was sealed"
+    elif leaf_of(kind, row).digest != sealed.digest:
+        return "differs from what was sealed"
+    if stored is not None and bytes(stored) != digest:
+        return "its stored digest no longer matches its columns: the digest was edited"
+    return None
+
+
 def check_records(conn: Connection, b: Block, leaves: list[Leaf], report: Report) -> None:
-    sealed = {(leaf.kind, leaf.key): leaf.digest for leaf in leaves}
+    sealed = {(b"e" if leaf.kind == b"E" else leaf.kind, leaf.key): leaf for leaf in leaves}
     seen: set[tuple[bytes, int]] = set()
-    for kind, row in _rows(conn, b):
+    for kind, row, stored in _rows(conn, b):
         report.records += 1
-        leaf = leaf_of(kind, row)
-        key = (kind, leaf.key)
+        key = (kind, int(row[0]))  # type: ignore[call-overload]
         seen.add(key)
         want = sealed.get(key)
         if want is None:
-            report.problems.append(Problem("inserted", KINDS[kind], leaf.key, b.block_no,
+            report.problems.append(Problem("inserted", KINDS[kind], key[1], b.block_no,
                                            f"{_name(kind, row)}: stored inside the block's range, never sealed"))
-        elif want != leaf.digest:
-            report.problems.append(Problem("changed", KINDS[kind], leaf.key, b.block_no,
-                                           f"{_name(kind, row)}: differs from what was sealed"))
+        elif (why := _mismatch(kind, row, stored, want)) is not None:
+            report.problems.append(Problem("changed", KINDS[kind], key[1], b.block_no, f"{_name(kind, row)}: {why}"))
     for kind, key in sorted(set(sealed) - seen, key=lambda k: (k[0], k[1])):
         report.problems.append(Problem("deleted", KINDS[kind], key, b.block_no, "sealed, no longer stored"))
 

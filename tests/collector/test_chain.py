@@ -11,10 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from sqlalchemy import Engine, select
+
+from agent.events import encode
 from agent.runtime import spool_events
 from agent.spool import Spool
+from agent.spool import chain as spool_chain
+from collector import chain
 from collector.alerts import AlertStore
 from collector.chain import Head, Link, follow
+from collector.db import agent_chains
+from collector.ingest import ParsedBatch, parse_batch
 from tests.helpers.api import Served, batch, query_event, served
 
 T0 = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.timezone.utc)
@@ -159,3 +166,55 @@ def test_events_without_a_chain_are_stored_and_not_judged(api: Served) -> None:
     assert api.post_events(query_event(), query_event()).status_code == 200
     assert chain_alerts(api) == []
     assert len(api.stored()) == 2
+
+
+# -- one pass, one statement --------------------------------------------------------------------------------------
+
+
+def spooled(n: int, head: tuple[int, str] | None = None) -> tuple[ParsedBatch, tuple[int, str]]:
+    """A batch of `n` events chained as a spool chains them, on from `head`; and the head after it."""
+    rows = [(str(i), encode(query_event())) for i in range(n)]
+    out, new_head = spool_chain(rows, *(head or (0, "")))
+    assert new_head is not None
+    return parse_batch(b'{"events":[' + b",".join(body for _, body in out) + b"]}", 1000), new_head
+
+
+def stored_head(engine: Engine, agent: str) -> tuple[int, str]:
+    with engine.connect() as conn:
+        row = conn.execute(select(agent_chains.c.last_seq, agent_chains.c.last_hash)
+                           .where(agent_chains.c.agent == agent)).one()
+    return int(row[0]), row[1]
+
+
+def test_a_chain_that_goes_on_is_followed_in_one_pass_as_follow_would() -> None:
+    parsed, (seq, digest) = spooled(5)
+    batch = chain.chained(parsed.pieces, parsed.events)
+    head = chain.advance(None, batch)
+    assert head is not None and (head.seq, head.hash) == (seq, digest)
+    assert head == chain.follow(None, chain.links(batch, [e.id for _, e in parsed.events]))[0]
+    gap = chain.chained(parsed.pieces, parsed.events[:2] + parsed.events[3:])
+    assert chain.advance(None, gap) is None  # left to `follow`, which names the gap
+    assert walk(*chain.links(gap, [e.id for _, e in parsed.events])) == ["gap"]
+
+
+def test_a_head_another_collector_moved_on_is_not_overwritten(engine: Engine) -> None:
+    first, head1 = spooled(3)
+    ids = [e.id for _, e in first.events]
+    with engine.begin() as conn:
+        mine, found = chain.judge(conn, "agent-1", chain.chained(first.pieces, first.events), ids)
+    assert found == [] and mine is not None and stored_head(engine, "agent-1") == head1
+    second, head2 = spooled(2, head1)  # stored by another collector, which this one's head does not know of
+    with engine.begin() as conn:
+        chain.judge(conn, "agent-1", chain.chained(second.pieces, second.events), [e.id for _, e in second.events])
+    third, _ = spooled(2, head2)
+    with engine.begin() as conn:  # going on from the stale head would not follow: nothing is written
+        stale = chain.go_on(conn, "agent-1", mine, chain.chained(third.pieces, third.events),
+                            [e.id for _, e in third.events])
+    assert stale is None and stored_head(engine, "agent-1") == head2
+    with engine.begin() as conn:  # from the head as stored, the same batch goes on in one statement
+        current, _ = chain.judge(conn, "agent-1", chain.Chained([], []), [])
+        assert current is not None
+        moved = chain.go_on(conn, "agent-1", current, chain.chained(third.pieces, third.events),
+                            [e.id for _, e in third.events])
+    assert moved is not None and moved.seq == head2[0] + 2
+    assert stored_head(engine, "agent-1") == (moved.seq, moved.hash)

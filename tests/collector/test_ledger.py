@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 import socket
 import subprocess
 import sys
@@ -27,11 +28,12 @@ from collector.ledger import (
     Publisher,
     block_of,
     block_root,
-    leaf_of,
+    digest_leaf,
     merkle_root,
     pack_leaves,
     read_ledger_file,
     seal,
+    stored_event_digest,
     unpack_leaves,
 )
 from collector.store import EventStore
@@ -168,8 +170,13 @@ def rewrite_from(engine: Engine, block_no: int) -> None:
             leaves = []
             for leaf in unpack_leaves(row.leaves):
                 record = conn.execute(select(*EVENT_COLUMNS).where(events.c.seq == leaf.key)).one() \
-                    if leaf.kind == b"e" else None
-                leaves.append(leaf_of(b"e", tuple(record)) if record is not None else leaf)
+                    if leaf.kind in (b"e", b"E") else None
+                if record is None:
+                    leaves.append(leaf)
+                    continue
+                digest = stored_event_digest(tuple(record))  # the stored digest made to agree as well
+                conn.execute(update(events).where(events.c.seq == leaf.key).values(digest=digest))
+                leaves.append(digest_leaf(leaf.key, digest))
             merkle = merkle_root([x.digest for x in leaves])
             root = block_root(b.block_no, b.sealed_at, b.event_after, b.event_to, b.alert_after, b.alert_to,
                               len(leaves), merkle, prev)
@@ -284,3 +291,100 @@ def sealing_children(pid: int) -> list[psutil.Process]:
     """The processes the collector `pid` spawned (multiprocessing's resource tracker aside)."""
     return [p for p in psutil.Process(pid).children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
             and any("spawn_main" in a for a in p.cmdline())]
+
+
+# -- digests made at ingest ------------------------------------------------------------------------------------
+
+
+def leaf_kinds(engine: Engine) -> list[bytes]:
+    with engine.connect() as conn:
+        return [leaf.kind for row in conn.execute(select(ledger_blocks.c.leaves).order_by(ledger_blocks.c.block_no))
+                for leaf in unpack_leaves(row.leaves)]
+
+
+def test_events_are_sealed_from_the_digest_stored_at_ingest(engine: Engine, sealed: Path) -> None:
+    with engine.connect() as conn:
+        rows = list(conn.execute(select(*EVENT_COLUMNS, events.c.digest).order_by(events.c.seq)))
+    assert all(row.digest == stored_event_digest(tuple(row)[:-1]) for row in rows)
+    assert leaf_kinds(engine) == [b"E"] * 4 + [b"a"] + [b"E"] * 6
+
+
+def test_a_stored_digest_edited_alone_is_named(engine: Engine, sealed: Path) -> None:
+    target = seqs(engine)[3]
+    with engine.begin() as conn:
+        conn.execute(update(events).where(events.c.seq == target).values(digest=b"\x01" * 32))
+    assert problems(engine, sealed) == [("changed", "event", target)]
+    assert "stored digest" in str(verify(engine, ledger_file=sealed).problems[0])
+
+
+def test_an_event_edited_with_its_digest_made_to_match_is_named(engine: Engine, sealed: Path) -> None:
+    target = seqs(engine)[4]
+    with engine.begin() as conn:
+        conn.execute(update(events).where(events.c.seq == target).values(host="elsewhere"))
+        row = conn.execute(select(*EVENT_COLUMNS).where(events.c.seq == target)).one()
+        conn.execute(update(events).where(events.c.seq == target).values(digest=stored_event_digest(tuple(row))))
+    assert problems(engine, sealed) == [("changed", "event", target)]
+    assert "differs from what was sealed" in str(verify(engine, ledger_file=sealed).problems[0])
+
+
+def test_an_event_edited_before_it_is_sealed_is_named(engine: Engine, tmp_path: Path) -> None:
+    """Sealing takes the digest made at ingest, not the row as it is by then: an edit in between shows."""
+    ledger = tmp_path / "ledger.jsonl"
+    store_events(engine, 3)
+    target = seqs(engine)[1]
+    with engine.begin() as conn:
+        conn.execute(update(events).where(events.c.seq == target).values(staff_id="someone-else"))
+    assert seal_now(engine, ledger) == 1
+    assert problems(engine, ledger) == [("changed", "event", target)]
+
+
+def test_two_events_swapped_with_their_leaves_are_named(engine: Engine, sealed: Path) -> None:
+    """Each leaf names its event's place (`seq`) as well as its content: two events' rows swapped, and their
+    leaves' keys swapped to match (the Merkle root is over the digests, which keep their order), still show."""
+    a, b = seqs(engine)[0], seqs(engine)[1]
+    names = [c.name for c in events.columns if c.name != "seq"]
+    with engine.begin() as conn:
+        row_a, row_b = (conn.execute(select(events).where(events.c.seq == s)).one()._mapping for s in (a, b))
+        conn.execute(update(events).where(events.c.seq == a).values(event_id="moving"))
+        conn.execute(update(events).where(events.c.seq == b).values({n: row_a[n] for n in names}))
+        conn.execute(update(events).where(events.c.seq == a).values({n: row_b[n] for n in names}))
+        blob = conn.scalar(select(ledger_blocks.c.leaves).where(ledger_blocks.c.block_no == 1))
+        leaves = unpack_leaves(blob)
+        keyed = {a: b, b: a}
+        moved = [replace(leaf, key=keyed.get(leaf.key, leaf.key)) if leaf.kind == b"E" else leaf for leaf in leaves]
+        conn.execute(update(ledger_blocks).where(ledger_blocks.c.block_no == 1).values(leaves=pack_leaves(moved)))
+    assert problems(engine, sealed) == [("changed", "event", a), ("changed", "event", b)]
+
+
+def test_a_database_migrated_with_events_stored_before_digests_still_seals_and_verifies(db_url: str,
+                                                                                        tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0006")
+        old = [query_event(ts=T0 + dt.timedelta(seconds=i)) for i in range(3)]
+        with engine.begin() as conn:  # rows as the collector stored them before migration 0007
+            for e in old:
+                conn.execute(insert(events).values(
+                    event_id=e.id, kind="db.query", ts=e.ts, received_at=T0, agent="agent-1", host="db01",
+                    source_type="proxy", db_user="alice", body=ev.encode(e).decode()))
+        upgrade(engine)
+        assert seal_now(engine, ledger) == 1  # their leaves as before: from their columns
+        store_events(engine, 2)
+        assert seal_now(engine, ledger) == 1
+        assert leaf_kinds(engine) == [b"e"] * 3 + [b"E"] * 2
+        assert problems(engine, ledger) == []
+        store_events(engine, 1)  # a block holding both: an event without a digest sealed from its columns
+        with engine.begin() as conn:
+            conn.execute(update(events).where(events.c.seq == seqs(engine)[-1]).values(digest=None))
+            conn.execute(insert(events).values(
+                event_id=query_event().id, kind="db.query", ts=T0, received_at=T0, agent="agent-1", host="db01",
+                source_type="proxy", db_user="alice", body=ev.encode(query_event()).decode()))
+        assert seal_now(engine, ledger) == 1
+        assert problems(engine, ledger) == []
+        first = seqs(engine)[0]
+        with engine.begin() as conn:
+            conn.execute(update(events).where(events.c.seq == first).values(staff_id="someone-else"))
+        assert problems(engine, ledger) == [("changed", "event", first)]
+    finally:
+        engine.dispose()
