@@ -210,17 +210,12 @@ def block_of(row: Any) -> Block:
 
 def fetch_rows(conn: Connection, stmt: Select[Any]) -> list[tuple[Any, ...]]:
     """The rows of `stmt` as the driver gives them: sealing reads every record once, and SQLAlchemy's row objects
-    would cost more than hashing them."""
-    compiled = stmt.compile(dialect=conn.dialect)
-    params: Any = compiled.params
-    if compiled.positional:
-        params = tuple(compiled.params[k] for k in compiled.positiontup or ())
-    cursor = conn.connection.cursor()
+    would cost more than hashing them. Parameters are still bound through their types (a time on SQLite)."""
+    result = conn.execute(stmt)
     try:
-        cursor.execute(str(compiled), params)
-        return list(cursor.fetchall())
+        return list(result.cursor.fetchall())  # type: ignore[attr-defined]
     finally:
-        cursor.close()
+        result.close()
 
 
 def _settled_to(conn: Connection, key: Column[Any], at: Column[Any], after: int, cutoff: dt.datetime,
@@ -232,6 +227,20 @@ def _settled_to(conn: Connection, key: Column[Any], at: Column[Any], after: int,
         return after
     nth = conn.scalar(select(key).where(key > after).order_by(key).offset(limit - 1).limit(1))
     return int(newest) if nth is None else min(int(newest), int(nth))
+
+
+def _settled_events(conn: Connection, after: int, cutoff: dt.datetime, limit: int) -> tuple[list[tuple[Any, ...]], int]:
+    """(seq, digest) of the next `limit` events after `after`, up to the last one stored before `cutoff`, and
+    that last `seq` (`after` when none): later ones wait for the next block, and none is ever passed over. One
+    range read of the primary key; `_settled_to` does the same for alerts in two small queries."""
+    if limit <= 0:
+        return [], after
+    rows = fetch_rows(conn, select(events.c.seq, events.c.digest, events.c.received_at <= cutoff)
+                      .where(events.c.seq > after).order_by(events.c.seq).limit(limit))
+    last = next((i for i in range(len(rows) - 1, -1, -1) if rows[i][2]), -1)
+    if last < 0:
+        return [], after
+    return [(seq, digest) for seq, digest, _ in rows[:last + 1]], int(rows[last][0])
 
 
 def seal_once(engine: Engine, *, settle: float = 10.0, max_records: int = 100_000,
@@ -247,9 +256,9 @@ def seal_once(engine: Engine, *, settle: float = 10.0, max_records: int = 100_00
                                    ledger_blocks.c.root).order_by(ledger_blocks.c.block_no.desc()).limit(1)).first()
         block_no, event_after, alert_after, prev = (1, 0, 0, GENESIS) if last is None else (
             int(last[0]) + 1, int(last[1]), int(last[2]), str(last[3]))
-        event_to = _settled_to(conn, events.c.seq, events.c.received_at, event_after, cutoff, max_records)
+        # One read of the next events, each with whether it has settled: sealing's work per event on the server
+        ev_rows, event_to = _settled_events(conn, event_after, cutoff, max_records)
         in_range = (events.c.seq > event_after, events.c.seq <= event_to)
-        ev_rows = fetch_rows(conn, select(events.c.seq, events.c.digest).where(*in_range).order_by(events.c.seq))
         undigested: dict[int, Leaf] = {}
         if any(d is None for _, d in ev_rows):  # stored before migration 0007: sealed from their columns
             undigested = {leaf.key: leaf for leaf in leaves_of(b"e", fetch_rows(conn, select(*EVENT_COLUMNS).where(

@@ -219,6 +219,19 @@ def test_records_younger_than_the_settle_time_wait_for_the_next_block(engine: En
     assert [b.records for b in seal(engine, Publisher(""), settle=0, max_records=100)] == [3]
 
 
+def test_a_block_ends_at_the_last_settled_event_and_the_younger_ones_follow_in_the_next(engine: Engine) -> None:
+    store_events(engine, 5)
+    first, *_, last = seqs(engine)
+    with engine.begin() as conn:  # the first three arrived an hour ago, the last two just now
+        conn.execute(events.update().where(events.c.seq <= first + 2)
+                     .values(received_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)))
+    (older,) = seal(engine, Publisher(""), settle=600, max_records=100)
+    assert (older.event_after, older.event_to, older.records) == (0, first + 2, 3)
+    assert seal(engine, Publisher(""), settle=600, max_records=100) == []
+    (younger,) = seal(engine, Publisher(""), settle=0, max_records=100)
+    assert (younger.event_after, younger.event_to, younger.records) == (first + 2, last, 2)
+
+
 def test_block_roots_go_to_syslog(engine: Engine) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
