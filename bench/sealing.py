@@ -6,7 +6,7 @@ ledger sealing every second.
     PYTHONPATH=. python -m bench.sealing [--database sqlite|postgresql|both] [--clients 4] [--batches 120]
                                          [--rounds 3] [--pg postgresql://…/postgres]
 
-Each round runs the three setups one after another on fresh databases (the rules off, so that only ingest and
+Each round runs the setups one after another on fresh databases, each round starting one setup further on (the rules off, so that only ingest and
 the integrity work compete), SQLite then PostgreSQL, and reports per database and setup the median over rounds
 of the ingest rate (events/s of wall time), the collector's CPU time per event (psutil, user + system; its sealing process's
 included when it has one) and on
@@ -37,7 +37,7 @@ from rules.scenario import generate
 SETUPS = {  # name: ([integrity] section, whether it seals)
     "integrity off": ("enabled = false\n", False),
     "chain + heartbeat checks, no sealing": ('seal_every = "1000h"\n', False),
-    "checks + sealing every 1s": ('seal_every = "1s"\nseal_settle = "0s"\n', True),
+    "checks + sealing every 1s": ('seal_every = "1s"\nseal_settle = "0s"\nseal_worker = "thread"\n', True),
     "checks + sealing every 1s, seal_worker = process": (
         'seal_every = "1s"\nseal_settle = "0s"\nseal_worker = "process"\n', True),
 }
@@ -147,9 +147,13 @@ def main() -> None:
     work = chained_work(args.clients, args.batches + args.clients, args.batch)  # one batch each to warm up
     kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
     results: list[Result] = []
+    names = list(SETUPS)
     for r in range(args.rounds):
+        # each round starts one setup further on, so that no setup always follows the same one (each run drops a
+        # database, and PostgreSQL's checkpoint of that lands in the next run)
+        order = names[r % len(names):] + names[:r % len(names)]
         for kind in kinds:
-            for setup in SETUPS:
+            for setup in order:
                 res = run_once(kind, setup, work, args.pg)
                 results.append(res)
                 extra = f", sealed all {res.caught_up:.1f}s after the last batch" if res.caught_up is not None else ""

@@ -8,7 +8,8 @@
     seal_every = "1m"             # how often stored events and alerts are sealed into a ledger block
     seal_settle = "10s"           # records younger than this wait for the next block (commits still in flight)
     block_max_records = 100000    # the most records one block seals
-    seal_worker = "thread"        # or "process": sealing in a child process of its own
+    seal_worker = "auto"          # "process": a child process of its own; "thread": in the collector; "auto":
+                                  # process on PostgreSQL, thread on SQLite
     ledger_file = "/var/lib/custos/ledger.jsonl"   # every block's root appended here too ("" for none)
     syslog = ""                   # and sent here: "/dev/log", or "host:514" over UDP ("" for nowhere)
     bypass_grace = "30s"          # a staff machine's session to a database waits this long for the proxy's
@@ -32,7 +33,7 @@ class IntegritySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     seal_every: Duration = "1m"
     seal_settle: Duration = "10s"
     block_max_records: int = 100_000
-    seal_worker: Literal["thread", "process"] = "thread"  # a process of its own does not share ingest's interpreter
+    seal_worker: Literal["auto", "thread", "process"] = "auto"  # a process does not share ingest's interpreter
     ledger_file: str = ""
     syslog: str = ""
     bypass_grace: Duration = "30s"
@@ -50,6 +51,13 @@ class IntegritySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
             endpoint(e)
         if self.syslog and not self.syslog.startswith("/"):
             endpoint(self.syslog, "syslog")
+
+    def sealer(self, database_url: str) -> Literal["thread", "process"]:
+        """Where sealing runs: "auto" is a process of its own on PostgreSQL, where ingest is cheap enough that
+        sealing in its interpreter would slow it by a fifth (docs/benchmarks.md), and a thread on SQLite."""
+        if self.seal_worker != "auto":
+            return self.seal_worker
+        return "process" if database_url.startswith("postgresql") else "thread"
 
     def seconds(self, key: str) -> float:
         """A duration key in seconds."""

@@ -48,7 +48,7 @@ class IntegrityWatch:
         cfg = self.config
         self.publisher = Publisher(cfg.ledger_file, cfg.syslog)
         self.jobs = IntervalJobs("integrity")
-        if cfg.seal_worker == "process":
+        if cfg.sealer(self.url) == "process":
             self.sealer = SealProcess(self.url, cfg)
             self.sealer.start()
         else:

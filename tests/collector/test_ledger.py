@@ -267,7 +267,18 @@ def test_custos_verify_exits_zero_when_clean_and_one_naming_what_changed(engine:
     assert later.returncode == 0  # no block was sealed since then
 
 
-@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_sealing_runs_in_a_process_of_its_own_on_postgresql_unless_configured_otherwise() -> None:
+    from collector.integrity_config import IntegritySection
+
+    auto = IntegritySection()
+    assert auto.sealer("postgresql://custos@db/custos") == "process"
+    assert auto.sealer("postgresql+psycopg://custos@db/custos") == "process"
+    assert auto.sealer("sqlite:///custos.db") == "thread"
+    assert IntegritySection(seal_worker="thread").sealer("postgresql://custos@db/custos") == "thread"
+    assert IntegritySection(seal_worker="process").sealer("sqlite:///custos.db") == "process"
+
+
+@pytest.mark.parametrize("worker", ["thread", "process", "auto"])
 def test_the_running_collector_seals_what_it_stores_on_schedule(db_url: str, tmp_path: Path, worker: str) -> None:
     from tests.helpers.api import served
     from tests.helpers.procs import wait_for
@@ -284,6 +295,9 @@ def test_the_running_collector_seals_what_it_stores_on_schedule(db_url: str, tmp
     with served(tmp_path / "collector", db_url, config=config) as api:
         assert api.post_events(*(query_event() for _ in range(5))).status_code == 200
         wait_for(lambda: sealed_events() >= 5, 30, "the collector to seal the 5 events it stored")
+        if worker == "auto":  # a process of its own on PostgreSQL, none on SQLite
+            assert api.collector.proc is not None
+            assert len(sealing_children(api.collector.proc.pid)) == (1 if db_url.startswith("postgresql") else 0)
         if worker == "process":  # a sealing process that dies is started again, and sealing goes on
             assert api.collector.proc is not None
             first = sealing_children(api.collector.proc.pid)
