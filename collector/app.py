@@ -71,9 +71,12 @@ def _parse_time(name: str, value: str | None) -> dt.datetime | None:
         return None
     try:
         when: dt.datetime = msgspec.convert(value, UtcTime)
-        return when.astimezone(dt.timezone.utc)
-    except (msgspec.ValidationError, OverflowError):
+    except msgspec.ValidationError:
         raise HTTPException(422, f"{name}: give a time with its zone, such as 2026-11-27T00:00:00Z") from None
+    try:
+        return when.astimezone(dt.timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC time there is: the ends of time then
+        return (dt.datetime.min if when.year == 1 else dt.datetime.max).replace(tzinfo=dt.timezone.utc)
 
 
 class App:

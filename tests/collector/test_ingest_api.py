@@ -156,6 +156,17 @@ def _head(api: Served, *lines: str) -> bytes:
                          "Content-Type: application/json", *lines]) + "\r\n\r\n").encode()
 
 
+def test_times_at_the_ends_of_the_calendar_are_read_as_the_ends_of_time_and_zoneless_ones_refused(
+        api: Served) -> None:
+    assert api.post_events(query_event()).status_code == 200
+    everything = api.get(since="0001-01-01T00:00:00+00:01", until="9999-12-31T23:59:59-00:01")
+    assert everything.status_code == 200 and len(everything.json()["events"]) == 1
+    nothing = api.get(until="0001-01-01T00:00:00+00:01")
+    assert nothing.status_code == 200 and nothing.json()["events"] == []
+    zoneless = api.get(since="2026-11-27T00:00:00")
+    assert zoneless.status_code == 422 and "since: give a time with its zone" in zoneless.text
+
+
 def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(limited: Served) -> None:
     chunks = iter([b" " * 65536] * 64)
     answer, sent = http_exchange(limited.collector.port, _head(limited, "Content-Length: 10000000000"), chunks)
