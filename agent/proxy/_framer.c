@@ -9,6 +9,847 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <ctype.h>
+
+/* ---------------------------------------------------------------------------------------------------------------
+   The lane: the audit of the most common round trips without a Python call per message.
+
+   Most statements a busy application sends are one of two round trips on an idle session:
+     - a prepared statement run through the unnamed portal: Bind, [Describe of the portal,] Execute, Sync, answered
+       by BindComplete, [RowDescription or NoData,] DataRow*, CommandComplete, ReadyForQuery (libpq, and so
+       pgbench and psycopg, always describe the portal);
+     - a simple query holding one statement: Query, answered by [RowDescription, DataRow*,] CommandComplete,
+       ReadyForQuery.
+   When the Python audit (agent.proxy.audit.AuditSession) has nothing pending (no slot, no portal) and the statement
+   is one it has marked as fast (its event needs nothing but times and counts: no customer keys, no cursor, no
+   exclusion), the framers of both directions hand these messages to the lane instead. The lane holds them, counts
+   rows and bytes, and at ReadyForQuery writes the statement's db.query event from the template the Python side made
+   for it: the same bytes QueryEncoder writes, with this statement's times, counts and id.
+
+   Anything else that arrives while the lane holds a round trip (an error, a notice of a parameter change, a second
+   pipelined statement, a message cut by the cap) makes it give up: it replays what it held to the Python audit, in
+   the order it arrived (rows as one count), and the message goes on to Python as usual. So the Python audit is
+   always the authority, and the lane only ever skips work whose outcome it knows.
+   --------------------------------------------------------------------------------------------------------------- */
+
+#include <math.h>
+#include <stdint.h>
+#include <sys/random.h>
+#include <time.h>
+
+enum { SPEC_NONE = 0, SPEC_BIND = 1, SPEC_QUERY = 2 };
+enum { HELD_CLIENT = 0, HELD_SERVER = 1, HELD_ROWS = 2 };
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int
+buf_reserve(Buf *b, Py_ssize_t more)
+{
+    if (b->len + more <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *p = PyMem_Realloc(b->data, cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int
+buf_put(Buf *b, const void *src, Py_ssize_t n)
+{
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, src, n);
+    b->len += n;
+    return 0;
+}
+
+static void
+put_u32(char *p, uint32_t v)
+{
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+static uint32_t
+get_u32(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    return ((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) | ((uint32_t)u[2] << 8) | (uint32_t)u[3];
+}
+
+typedef struct {
+    PyObject_HEAD
+    int enabled;            /* set by the Python side once the session is ready and fully audited */
+    PyObject *client;       /* AuditSession.client_message */
+    PyObject *server;       /* AuditSession.server_message */
+    PyObject *rows_seen;    /* AuditSession.rows_seen(count, bytes) */
+    PyObject *adopt;        /* AuditSession.adopt_unnamed(prepared): the portal outlives the round trip */
+    PyObject *query_entry;  /* AuditSession.fast_query(sql bytes, shape bytes) -> (head, tail) or None */
+    PyObject *sink;         /* AuditWriter.packed(blob, count) */
+    PyObject *statements;   /* AuditSession.statements: name -> Prepared (its .fast: (head, tail) or None) */
+    PyObject *portals;      /* AuditSession.portals */
+    PyObject *slots;        /* AuditSession.slots (a deque) */
+    PyObject *queries;      /* the lane's own: query shape -> (head, tail) or None */
+    /* the round trip held */
+    int spec, cstage, sstage;
+    int described, answered; /* a Describe of the unnamed portal was held, and its answer */
+    PyObject *entry;        /* (head, tail) */
+    PyObject *prepared;     /* the Prepared of a SPEC_BIND */
+    double started, ended;
+    long long rows, bytes, counted;
+    Buf held;               /* (kind:1, type:1, len:4, body) per held message; rows: (2, 'D', count:4, bytes:8) */
+    Py_ssize_t rows_item;   /* where the held row count is, when it is the last item held; else -1 */
+    Buf out;                /* finished events, in spoolproc's frame format */
+    Py_ssize_t out_count;
+    long long fast, gave_up; /* round trips written by the lane, and given back to Python */
+} Lane;
+
+static PyObject *str_fast;
+
+static double
+now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* UUIDv7 ids as agent.proxy.writer.FastIds makes them: one random draw, then increments (RFC 9562 "monotonic
+   random"), the millisecond from the event's own time. */
+static uint64_t id_rand;
+static uint32_t id_n = 1u << 20;
+
+static int
+next_id(double when, char out[37])
+{
+    if (++id_n >= (1u << 20)) {
+        uint64_t r;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        id_rand = r & ((1ULL << 60) - 1);
+        id_n = 0;
+    }
+    uint64_t rand = id_rand + id_n;
+    uint64_t ms = (uint64_t)(when * 1000.0) & ((1ULL << 48) - 1);
+    uint64_t high = ms << 16 | 0x7ULL << 12 | ((rand >> 62) & 0xFFF);
+    uint64_t low = (2ULL << 62) | (rand & ((1ULL << 62) - 1));
+    snprintf(out, 37, "%08llx-%04llx-%04llx-%04llx-%012llx", (unsigned long long)(high >> 32),
+             (unsigned long long)((high >> 16) & 0xFFFF), (unsigned long long)(high & 0xFFFF),
+             (unsigned long long)(low >> 48), (unsigned long long)(low & 0xFFFFFFFFFFFFULL));
+    return 0;
+}
+
+/* "2026-11-27T13:18:33.123456Z" (with its quotes), as msgspec writes an aware UTC datetime. */
+static int
+format_ts(double when, char *out, size_t size)
+{
+    double whole = floor(when);
+    long long sec = (long long)whole;
+    long usec = lround((when - whole) * 1e6);
+    if (usec >= 1000000) {
+        sec += 1;
+        usec -= 1000000;
+    }
+    time_t t = (time_t)sec;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL)
+        return -1;
+    if (usec)
+        return snprintf(out, size, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\"", tm.tm_year + 1900, tm.tm_mon + 1,
+                        tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, usec);
+    return snprintf(out, size, "\"%04d-%02d-%02dT%02d:%02d:%02dZ\"", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                    tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* round(ms, 3) as msgspec writes a float: shortest form, at least one digit after the point. */
+static int
+format_ms(double seconds, char *out, size_t size)
+{
+    double ms = seconds * 1000.0;
+    if (!(ms >= 0.0) || ms > 1e15)
+        ms = 0.0;
+    int n = snprintf(out, size, "%.3f", ms);
+    while (n > 2 && out[n - 1] == '0' && out[n - 2] != '.')
+        out[--n] = '\0';
+    return n;
+}
+
+static void
+lane_reset(Lane *L)
+{
+    L->spec = SPEC_NONE;
+    L->cstage = L->sstage = 0;
+    L->described = L->answered = 0;
+    Py_CLEAR(L->entry);
+    Py_CLEAR(L->prepared);
+    L->rows = L->bytes = 0;
+    L->counted = -1;
+    L->held.len = 0;
+    L->rows_item = -1;
+}
+
+/* One db.query event from its template, in spoolproc's frame item format: (36, id, body length, body). */
+static int
+write_event(Buf *out, PyObject *head, PyObject *tail, double started, double ended, long long rows, long long bytes,
+            long long counted)
+{
+    char id[37], ts[48], ms[48], nums[64];
+    if (next_id(started, id) < 0)
+        return -1;
+    int tsn = format_ts(started, ts, sizeof ts);
+    if (tsn < 0 || tsn >= (int)sizeof ts) {
+        PyErr_SetString(PyExc_ValueError, "a time the event cannot be written with");
+        return -1;
+    }
+    int msn = format_ms(ended - started < 0 ? 0 : ended - started, ms, sizeof ms);
+    long long n = rows ? rows : (counted > 0 ? counted : 0);
+    int numn = snprintf(nums, sizeof nums, ",\"rows\":%lld,\"bytes\":%lld},\"id\":\"", n, bytes);
+    Py_ssize_t hl = PyBytes_GET_SIZE(head), tl = PyBytes_GET_SIZE(tail);
+    Py_ssize_t body = hl + tsn + 15 + msn + numn + 36 + 7 + tsn + tl;
+    if (buf_reserve(out, 8 + 36 + body) < 0)
+        return -1;
+    char *p = out->data + out->len;
+    put_u32(p, 36);
+    memcpy(p + 4, id, 36);
+    put_u32(p + 40, (uint32_t)body);
+    p += 44;
+    memcpy(p, PyBytes_AS_STRING(head), hl);
+    p += hl;
+    memcpy(p, ts, tsn);
+    p += tsn;
+    memcpy(p, ",\"duration_ms\":", 15);
+    p += 15;
+    memcpy(p, ms, msn);
+    p += msn;
+    memcpy(p, nums, numn);
+    p += numn;
+    memcpy(p, id, 36);
+    p += 36;
+    memcpy(p, "\",\"ts\":", 7);
+    p += 7;
+    memcpy(p, ts, tsn);
+    p += tsn;
+    memcpy(p, PyBytes_AS_STRING(tail), tl);
+    p += tl;
+    out->len = p - out->data;
+    return 0;
+}
+
+/* The finished round trip's event into `out`. */
+static int
+lane_emit(Lane *L)
+{
+    if (write_event(&L->out, PyTuple_GET_ITEM(L->entry, 0), PyTuple_GET_ITEM(L->entry, 1), L->started, L->ended,
+                    L->rows, L->bytes, L->counted) < 0)
+        return -1;
+    L->out_count++;
+    L->fast++;
+    return 0;
+}
+
+/* event(head, tail, started, ended, rows, bytes, counted): what the lane writes for a round trip, for tests. */
+static PyObject *
+lane_event(PyObject *module, PyObject *args)
+{
+    PyObject *head, *tail;
+    double started, ended;
+    long long rows, bytes, counted;
+    if (!PyArg_ParseTuple(args, "O!O!ddLLL", &PyBytes_Type, &head, &PyBytes_Type, &tail, &started, &ended, &rows,
+                          &bytes, &counted))
+        return NULL;
+    Buf out = {NULL, 0, 0};
+    if (write_event(&out, head, tail, started, ended, rows, bytes, counted) < 0) {
+        PyMem_Free(out.data);
+        return NULL;
+    }
+    PyObject *r = PyBytes_FromStringAndSize(out.data, out.len);
+    PyMem_Free(out.data);
+    return r;
+}
+
+/* Hand the finished events to the writer: before any call into the Python audit (which may emit events of its
+   own, and they must come after these) and at the end of every feed. */
+static int
+lane_flush(Lane *L)
+{
+    if (L->out_count == 0)
+        return 0;
+    PyObject *blob = PyBytes_FromStringAndSize(L->out.data, L->out.len);
+    if (blob == NULL)
+        return -1;
+    PyObject *count = PyLong_FromSsize_t(L->out_count);
+    L->out.len = 0;
+    L->out_count = 0;
+    if (count == NULL) {
+        Py_DECREF(blob);
+        return -1;
+    }
+    PyObject *args[2] = {blob, count};
+    PyObject *r = PyObject_Vectorcall(L->sink, args, 2, NULL);
+    Py_DECREF(blob);
+    Py_DECREF(count);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+hold(Lane *L, int kind, int t, const char *body, Py_ssize_t len)
+{
+    char h[6];
+    L->rows_item = -1;
+    h[0] = (char)kind;
+    h[1] = (char)t;
+    put_u32(h + 2, (uint32_t)len);
+    if (buf_put(&L->held, h, 6) < 0)
+        return -1;
+    return buf_put(&L->held, body, len);
+}
+
+static int
+hold_row(Lane *L, long long length)
+{
+    L->rows++;
+    L->bytes += length;
+    Buf *b = &L->held;
+    if (L->rows_item >= 0) { /* the last held item is a row count: add to it */
+        char *p = b->data + L->rows_item + 6;
+        uint32_t count = get_u32(p) + 1;
+        long long bytes;
+        memcpy(&bytes, p + 4, 8);
+        bytes += length;
+        put_u32(p, count);
+        memcpy(p + 4, &bytes, 8);
+        return 0;
+    }
+    char item[18];
+    item[0] = HELD_ROWS;
+    item[1] = 'D';
+    put_u32(item + 2, 12);
+    put_u32(item + 6, 1);
+    memcpy(item + 10, &length, 8);
+    Py_ssize_t at = b->len;
+    if (buf_put(b, item, 18) < 0)
+        return -1;
+    L->rows_item = at;
+    return 0;
+}
+
+static int
+call3(PyObject *fn, int t, const char *body, Py_ssize_t len)
+{
+    PyObject *b = PyBytes_FromStringAndSize(body, len);
+    if (b == NULL)
+        return -1;
+    PyObject *args[3] = {PyLong_FromLong(t), b, Py_False};
+    PyObject *r = args[0] == NULL ? NULL : PyObject_Vectorcall(fn, args, 3, NULL);
+    Py_XDECREF(args[0]);
+    Py_DECREF(b);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Give the held round trip back to the Python audit, message by message in the order it came. */
+static int
+lane_give_up(Lane *L)
+{
+    if (lane_flush(L) < 0)
+        return -1;
+    if (L->spec == SPEC_NONE)
+        return 0;
+    L->gave_up++;
+    /* the held bytes are copied first: the Python calls below may not re-enter this lane, but be safe */
+    Py_ssize_t n = L->held.len;
+    char *copy = PyMem_Malloc(n ? n : 1);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(copy, L->held.data, n);
+    lane_reset(L);
+    int rc = 0;
+    Py_ssize_t pos = 0;
+    while (pos + 6 <= n && rc == 0) {
+        int kind = copy[pos], t = (unsigned char)copy[pos + 1];
+        Py_ssize_t len = get_u32(copy + pos + 2);
+        const char *body = copy + pos + 6;
+        if (kind == HELD_CLIENT)
+            rc = call3(L->client, t, body, len);
+        else if (kind == HELD_SERVER)
+            rc = call3(L->server, t, body, len);
+        else {
+            long long bytes;
+            memcpy(&bytes, body + 4, 8);
+            PyObject *r = PyObject_CallFunction(L->rows_seen, "kL", (unsigned long)get_u32(body), bytes);
+            if (r == NULL)
+                rc = -1;
+            Py_XDECREF(r);
+        }
+        pos += 6 + len;
+    }
+    PyMem_Free(copy);
+    return rc;
+}
+
+static int
+is_template(PyObject *entry)
+{
+    return PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 2 && PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 0))
+           && PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 1));
+}
+
+/* Whether the Python audit is idle: nothing owed by the server, no portal open. */
+static int
+python_idle(Lane *L)
+{
+    Py_ssize_t n = PyObject_Length(L->slots);
+    if (n < 0)
+        return -1;
+    return n == 0 && PyDict_GET_SIZE(L->portals) == 0;
+}
+
+/* The shape of a simple query: its bytes with number and string literals as '?', or -1 when the text holds
+   anything whose reading is not certain here (comments, dollar or escape strings, quoted identifiers,
+   placeholders, several statements, bytes outside ASCII outside strings); such queries take the Python path.
+   Two texts of the same shape are redacted alike by agent.proxy.redact, so the shape can key the cache. */
+static Py_ssize_t
+query_shape(const char *s, Py_ssize_t n, char *out)
+{
+    Py_ssize_t o = 0, i = 0;
+    int ended = 0; /* a ';' was seen: only whitespace may follow */
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (ended) {
+            if (c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != ';')
+                return -1;
+            out[o++] = (char)c;
+            i++;
+            continue;
+        }
+        if (c >= 0x80 || c == '"' || c == '$' || c == '\\' || c == 0)
+            return -1;
+        if (c == '-' && i + 1 < n && s[i + 1] == '-')
+            return -1;
+        if (c == '/' && i + 1 < n && s[i + 1] == '*')
+            return -1;
+        unsigned char prev = i ? (unsigned char)s[i - 1] : ' ';
+        int prev_word = isalnum(prev) || prev == '_' || prev == '$' || prev == '&' || prev >= 0x80;
+        if (c == '\'') {
+            if (prev_word)
+                return -1; /* E'…', B'…', X'…', N'…', U&'…' */
+            i++;
+            for (;;) {
+                if (i >= n)
+                    return -1;
+                if (s[i] == '\'') {
+                    if (i + 1 < n && s[i + 1] == '\'') {
+                        i += 2;
+                        continue;
+                    }
+                    i++;
+                    break;
+                }
+                i++;
+            }
+            out[o++] = '?';
+            continue;
+        }
+        if (c == '.' && i + 1 < n && isdigit((unsigned char)s[i + 1]) && !prev_word && prev != '.')
+            return -1; /* .5 */
+        if (isdigit(c) && !prev_word && prev != '.') {
+            while (i < n && (isdigit((unsigned char)s[i]) || s[i] == '_'))
+                i++;
+            if (i < n && s[i] == '.') {
+                i++;
+                while (i < n && isdigit((unsigned char)s[i]))
+                    i++;
+            }
+            if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+                Py_ssize_t j = i + 1;
+                if (j < n && (s[j] == '+' || s[j] == '-'))
+                    j++;
+                if (j < n && isdigit((unsigned char)s[j])) {
+                    while (j < n && isdigit((unsigned char)s[j]))
+                        j++;
+                    i = j;
+                }
+            }
+            out[o++] = '?';
+            continue;
+        }
+        if (c == ';')
+            ended = 1;
+        out[o++] = (char)c;
+        i++;
+    }
+    return o;
+}
+
+/* A client message, whole. 1: the lane took it; 0: the Python audit takes it (whatever the lane held has been
+   given back first); -1: an exception is set. */
+static int
+lane_client(Lane *L, int t, const char *body, Py_ssize_t len)
+{
+    if (L->spec == SPEC_BIND) {
+        if (L->cstage == 1 && t == 'D' && !L->described && len == 2 && body[0] == 'P' && body[1] == 0) {
+            L->described = 1; /* libpq describes the unnamed portal between Bind and Execute */
+            return hold(L, HELD_CLIENT, t, body, len) < 0 ? -1 : 1;
+        }
+        if (L->cstage == 1 && t == 'E') {
+            const char *nul = memchr(body, 0, len);
+            if (nul == body && len == 5) { /* the unnamed portal, any row limit */
+                L->started = now();
+                L->cstage = 2;
+                return hold(L, HELD_CLIENT, t, body, len) < 0 ? -1 : 1;
+            }
+        }
+        else if (L->cstage == 2 && t == 'S' && len == 0) {
+            L->cstage = 3;
+            return hold(L, HELD_CLIENT, t, body, len) < 0 ? -1 : 1;
+        }
+        return lane_give_up(L) < 0 ? -1 : 0;
+    }
+    if (L->spec != SPEC_NONE)
+        return lane_give_up(L) < 0 ? -1 : 0;
+    if (lane_flush(L) < 0)
+        return -1;
+    if (!L->enabled || (t != 'B' && t != 'Q'))
+        return 0;
+    int idle = python_idle(L);
+    if (idle <= 0)
+        return idle;
+    if (t == 'B') {
+        const char *nul = memchr(body, 0, len);
+        if (nul != body) /* a named portal */
+            return 0;
+        const char *end = memchr(body + 1, 0, len - 1);
+        if (end == NULL)
+            return 0;
+        PyObject *name = PyBytes_FromStringAndSize(body + 1, end - body - 1);
+        if (name == NULL)
+            return -1;
+        PyObject *prepared = PyDict_GetItemWithError(L->statements, name); /* borrowed */
+        Py_DECREF(name);
+        if (prepared == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        PyObject *entry = PyObject_GetAttr(prepared, str_fast);
+        if (entry == NULL)
+            return -1;
+        if (!is_template(entry)) {
+            Py_DECREF(entry);
+            return 0;
+        }
+        L->spec = SPEC_BIND;
+        L->cstage = 1;
+        L->entry = entry;
+        Py_INCREF(prepared);
+        L->prepared = prepared;
+        return hold(L, HELD_CLIENT, t, body, len) < 0 ? -1 : 1;
+    }
+    /* 'Q' */
+    if (len < 1 || body[len - 1] != 0 || len > 65536)
+        return 0;
+    char stack[1024];
+    char *shape = len <= (Py_ssize_t)sizeof stack ? stack : PyMem_Malloc(len);
+    if (shape == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t sn = query_shape(body, len - 1, shape);
+    PyObject *entry = NULL;
+    int rc = 0;
+    if (sn > 0) {
+        PyObject *key = PyBytes_FromStringAndSize(shape, sn);
+        if (key == NULL) {
+            rc = -1;
+            goto out;
+        }
+        entry = PyDict_GetItemWithError(L->queries, key);
+        if (entry == NULL && PyErr_Occurred()) {
+            Py_DECREF(key);
+            rc = -1;
+            goto out;
+        }
+        if (entry == NULL) {
+            PyObject *sql = PyBytes_FromStringAndSize(body, len - 1);
+            if (sql == NULL) {
+                Py_DECREF(key);
+                rc = -1;
+                goto out;
+            }
+            PyObject *args[2] = {sql, key};
+            entry = PyObject_Vectorcall(L->query_entry, args, 2, NULL);
+            Py_DECREF(sql);
+            if (entry == NULL) {
+                Py_DECREF(key);
+                rc = -1;
+                goto out;
+            }
+            if (PyDict_GET_SIZE(L->queries) >= 1000)
+                PyDict_Clear(L->queries);
+            if (PyDict_SetItem(L->queries, key, entry) < 0) {
+                Py_DECREF(key);
+                Py_DECREF(entry);
+                rc = -1;
+                goto out;
+            }
+            Py_DECREF(entry); /* the dict holds it */
+        }
+        Py_DECREF(key);
+        if (is_template(entry)) {
+            Py_INCREF(entry);
+            L->spec = SPEC_QUERY;
+            L->cstage = 3;
+            L->entry = entry;
+            L->started = now();
+            rc = hold(L, HELD_CLIENT, t, body, len) < 0 ? -1 : 1;
+        }
+    }
+out:
+    if (shape != stack)
+        PyMem_Free(shape);
+    return rc;
+}
+
+/* Rows from a CommandComplete tag, as agent.proxy.pgwire.command_rows reads them; -1 for none. */
+static long long
+tag_rows(const char *body, Py_ssize_t len)
+{
+    while (len > 0 && body[len - 1] == 0)
+        len--;
+    Py_ssize_t sp = len - 1;
+    while (sp >= 0 && body[sp] != ' ')
+        sp--;
+    if (sp < 0 || sp == len - 1 || len - sp - 1 > 18)
+        return -1;
+    long long v = 0;
+    for (Py_ssize_t i = sp + 1; i < len; i++) {
+        if (!isdigit((unsigned char)body[i]))
+            return -1;
+        v = v * 10 + (body[i] - '0');
+    }
+    return v;
+}
+
+/* A server message, whole (not a DataRow: see lane_row). Same answers as lane_client. */
+static int
+lane_server(Lane *L, int t, const char *body, Py_ssize_t len)
+{
+    if (L->spec == SPEC_NONE)
+        return lane_flush(L) < 0 ? -1 : 0;
+    if (t == 'N' || t == 'A') /* notices and notifications: the Python audit passes over them too */
+        return 1;
+    if (L->spec == SPEC_BIND) {
+        if (t == '2' && L->sstage == 0) {
+            L->sstage = 1;
+            return hold(L, HELD_SERVER, t, body, len) < 0 ? -1 : 1;
+        }
+        if ((t == 'T' || t == 'n') && L->sstage == 1 && L->described && !L->answered && !L->rows) {
+            L->answered = 1; /* the answer to the Describe */
+            return hold(L, HELD_SERVER, t, body, len) < 0 ? -1 : 1;
+        }
+    }
+    else if (t == 'T' && L->sstage == 0) {
+        L->sstage = 1;
+        return hold(L, HELD_SERVER, t, body, len) < 0 ? -1 : 1;
+    }
+    if (t == 'C' && (L->sstage == 1 || (L->spec == SPEC_QUERY && L->sstage == 0))) {
+        L->ended = now();
+        if (!L->rows)
+            L->counted = tag_rows(body, len);
+        L->sstage = 2;
+        return hold(L, HELD_SERVER, t, body, len) < 0 ? -1 : 1;
+    }
+    if (t == 'Z' && L->sstage == 2 && L->cstage == 3 && len == 1) {
+        if (L->spec == SPEC_BIND && body[0] != 'I') {
+            /* still in a transaction: the unnamed portal lives on, and the Python audit must know it */
+            PyObject *r = PyObject_CallOneArg(L->adopt, L->prepared);
+            if (r == NULL)
+                return -1;
+            Py_DECREF(r);
+        }
+        if (lane_emit(L) < 0)
+            return -1;
+        lane_reset(L);
+        return 1;
+    }
+    return lane_give_up(L) < 0 ? -1 : 0;
+}
+
+/* A DataRow of `length` body bytes (whole or not): 1 when counted by the lane. */
+static int
+lane_row(Lane *L, long long length)
+{
+    if (L->sstage != 1)
+        return lane_give_up(L) < 0 ? -1 : 0;
+    return hold_row(L, length) < 0 ? -1 : 1;
+}
+
+static int
+Lane_init(Lane *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"client", "server", "rows_seen", "adopt", "query_entry", "sink", "statements", "portals",
+                             "slots", NULL};
+    PyObject *o[9];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOO!O!O", kwlist, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                                     &PyDict_Type, &o[6], &PyDict_Type, &o[7], &o[8]))
+        return -1;
+    PyObject **dst[9] = {&self->client, &self->server, &self->rows_seen, &self->adopt, &self->query_entry,
+                         &self->sink, &self->statements, &self->portals, &self->slots};
+    for (int i = 0; i < 9; i++) {
+        Py_INCREF(o[i]);
+        Py_XSETREF(*dst[i], o[i]);
+    }
+    Py_XSETREF(self->queries, PyDict_New());
+    if (self->queries == NULL)
+        return -1;
+    lane_reset(self);
+    return 0;
+}
+
+static int
+Lane_traverse(Lane *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->client);
+    Py_VISIT(self->server);
+    Py_VISIT(self->rows_seen);
+    Py_VISIT(self->adopt);
+    Py_VISIT(self->query_entry);
+    Py_VISIT(self->sink);
+    Py_VISIT(self->statements);
+    Py_VISIT(self->portals);
+    Py_VISIT(self->slots);
+    Py_VISIT(self->queries);
+    Py_VISIT(self->entry);
+    Py_VISIT(self->prepared);
+    return 0;
+}
+
+static int
+Lane_clear(Lane *self)
+{
+    Py_CLEAR(self->client);
+    Py_CLEAR(self->server);
+    Py_CLEAR(self->rows_seen);
+    Py_CLEAR(self->adopt);
+    Py_CLEAR(self->query_entry);
+    Py_CLEAR(self->sink);
+    Py_CLEAR(self->statements);
+    Py_CLEAR(self->portals);
+    Py_CLEAR(self->slots);
+    Py_CLEAR(self->queries);
+    Py_CLEAR(self->entry);
+    Py_CLEAR(self->prepared);
+    return 0;
+}
+
+static void
+Lane_dealloc(Lane *self)
+{
+    PyObject_GC_UnTrack(self);
+    Lane_clear(self);
+    PyMem_Free(self->held.data);
+    PyMem_Free(self->out.data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Lane_give_up(Lane *self, PyObject *Py_UNUSED(ignored))
+{
+    if (lane_give_up(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Lane_forget_queries(Lane *self, PyObject *Py_UNUSED(ignored))
+{
+    PyDict_Clear(self->queries);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Lane_set_query(Lane *self, PyObject *args)
+{
+    PyObject *shape, *entry;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyBytes_Type, &shape, &PyTuple_Type, &entry))
+        return NULL;
+    if (PyTuple_GET_SIZE(entry) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(entry, 0))
+        || !PyBytes_Check(PyTuple_GET_ITEM(entry, 1))) {
+        PyErr_SetString(PyExc_TypeError, "a template is (head bytes, tail bytes)");
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(self->queries) >= 1000)
+        PyDict_Clear(self->queries);
+    if (PyDict_SetItem(self->queries, shape, entry) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Lane_get_holding(Lane *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->spec != SPEC_NONE);
+}
+
+static PyMethodDef Lane_methods[] = {
+    {"give_up", (PyCFunction)Lane_give_up, METH_NOARGS,
+     "Hand finished events to the sink and what is held to the Python audit."},
+    {"set_query", (PyCFunction)Lane_set_query, METH_VARARGS,
+     "set_query(shape, (head, tail)): the lane may take simple queries of this shape from now on."},
+    {"forget_queries", (PyCFunction)Lane_forget_queries, METH_NOARGS,
+     "Drop the cached simple-query templates (the session's application name changed)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Lane_members[] = {
+    {"enabled", T_INT, offsetof(Lane, enabled), 0, "whether the lane may take round trips"},
+    {"fast", T_LONGLONG, offsetof(Lane, fast), READONLY, "round trips the lane wrote"},
+    {"gave_up", T_LONGLONG, offsetof(Lane, gave_up), READONLY, "round trips it gave back to the Python audit"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Lane_getset[] = {
+    {"holding", (getter)Lane_get_holding, NULL, "whether a round trip is held now", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agent.proxy._framer.Lane",
+    .tp_doc = "Lane(client, server, rows_seen, adopt, query_entry, sink, statements, portals, slots): see the top "
+              "of the lane's section in agent/proxy/_framer.c",
+    .tp_basicsize = sizeof(Lane),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lane_init,
+    .tp_dealloc = (destructor)Lane_dealloc,
+    .tp_traverse = (traverseproc)Lane_traverse,
+    .tp_clear = (inquiry)Lane_clear,
+    .tp_methods = Lane_methods,
+    .tp_members = Lane_members,
+    .tp_getset = Lane_getset,
+};
+
+/* ------------------------------------------------------------------------------------------------------------ */
 
 typedef struct {
     PyObject_HEAD
@@ -18,6 +859,8 @@ typedef struct {
     PyObject *pend; /* bytes: the start of a message whose end has not arrived */
     Py_ssize_t skip; /* bytes of the current message still to pass over */
     Py_ssize_t cap;
+    Lane *lane; /* or NULL */
+    int side;   /* 0: client to server, 1: server to client (for the lane) */
 } Framer;
 
 static void
@@ -27,17 +870,25 @@ Framer_dealloc(Framer *self)
     Py_XDECREF(self->wants);
     Py_XDECREF(self->skipped);
     Py_XDECREF(self->pend);
+    Py_XDECREF(self->lane);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int
 Framer_init(Framer *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"handler", "wants", "skipped", "cap", NULL};
-    PyObject *handler, *wants, *skipped;
+    static char *kwlist[] = {"handler", "wants", "skipped", "cap", "lane", "side", NULL};
+    PyObject *handler, *wants, *skipped, *lane = Py_None;
     Py_ssize_t cap = 1 << 20;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|n", kwlist, &handler, &wants, &skipped, &cap))
+    int side = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|nOi", kwlist, &handler, &wants, &skipped, &cap, &lane, &side))
         return -1;
+    if (lane != Py_None && !PyObject_TypeCheck(lane, &LaneType)) {
+        PyErr_SetString(PyExc_TypeError, "lane must be a Lane or None");
+        return -1;
+    }
+    Py_XSETREF(self->lane, lane == Py_None ? NULL : (Lane *)Py_NewRef(lane));
+    self->side = side ? 1 : 0;
     if (cap < 0) {
         PyErr_SetString(PyExc_ValueError, "cap must not be negative");
         return -1;
@@ -160,6 +1011,30 @@ Framer_feed(Framer *self, PyObject *arg)
                                     | ((unsigned long long)data[pos + 3] << 8) | (unsigned long long)data[pos + 4];
         unsigned long long end = (unsigned long long)pos + 1 + length;
         int whole = end <= (unsigned long long)n;
+        Lane *lane = self->lane;
+        if (lane != NULL && length >= 4) {
+            int r = 0;
+            if (self->side && t == 0x44) { /* a DataRow: the lane counts it without its body */
+                if (lane->spec != SPEC_NONE)
+                    r = lane_row(lane, (long long)(length - 4));
+            }
+            else if (whole && length <= limit)
+                r = self->side ? lane_server(lane, t, (const char *)data + pos + 5, (Py_ssize_t)(length - 4))
+                               : lane_client(lane, t, (const char *)data + pos + 5, (Py_ssize_t)(length - 4));
+            else if (length > limit)
+                r = lane_give_up(lane); /* longer than the cap: the Python audit decides */
+            if (r < 0)
+                goto done;
+            if (r) {
+                if (!whole) {
+                    self->skip = (Py_ssize_t)(end - (unsigned long long)n);
+                    result = Py_None;
+                    goto done;
+                }
+                pos = (Py_ssize_t)end;
+                continue;
+            }
+        }
         if (whole && length >= 4 && length <= limit && t != 0x44 && t != 0x64) {
             if (call_handler(self, t, (const char *)data + pos + 5, (Py_ssize_t)(length - 4), 0) < 0)
                 goto done;
@@ -216,6 +1091,8 @@ Framer_feed(Framer *self, PyObject *arg)
     }
     result = Py_None;
 done:
+    if (result != NULL && self->lane != NULL && lane_flush(self->lane) < 0)
+        result = NULL;
     Py_XDECREF(joined);
     PyBuffer_Release(&view);
     Py_XINCREF(result);
@@ -231,13 +1108,14 @@ static PyMemberDef Framer_members[] = {
     {"cap", T_PYSSIZET, offsetof(Framer, cap), READONLY, "bytes of one message kept at most"},
     {"_pend", T_OBJECT_EX, offsetof(Framer, pend), READONLY, "the start of a message not yet complete"},
     {"_skip", T_PYSSIZET, offsetof(Framer, skip), READONLY, "bytes of the current message still to pass over"},
+    {"lane", T_OBJECT, offsetof(Framer, lane), READONLY, "the Lane this framer hands common messages to, or None"},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject FramerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "agent.proxy._framer.Framer",
-    .tp_doc = "Framer(handler, wants, skipped, cap=1 << 20): see agent.proxy.pgwire.PyFramer",
+    .tp_doc = "Framer(handler, wants, skipped, cap=1 << 20, lane=None, side=0): see agent.proxy.pgwire.PyFramer",
     .tp_basicsize = sizeof(Framer),
     .tp_itemsize = 0,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -248,15 +1126,24 @@ static PyTypeObject FramerType = {
     .tp_members = Framer_members,
 };
 
+static PyMethodDef module_methods[] = {
+    {"event", lane_event, METH_VARARGS,
+     "event(head, tail, started, ended, rows, bytes, counted): one event as the lane writes it (a frame item)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef framer_module = {
-    PyModuleDef_HEAD_INIT, "_framer", "PostgreSQL protocol framing in C (see agent.proxy.pgwire).", -1, NULL,
-    NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "_framer", "PostgreSQL protocol framing and the audit's lane in C (see agent.proxy.pgwire).",
+    -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
 PyInit__framer(void)
 {
-    if (PyType_Ready(&FramerType) < 0)
+    if (PyType_Ready(&FramerType) < 0 || PyType_Ready(&LaneType) < 0)
+        return NULL;
+    str_fast = PyUnicode_InternFromString("fast");
+    if (str_fast == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&framer_module);
     if (m == NULL)
@@ -264,6 +1151,12 @@ PyInit__framer(void)
     Py_INCREF(&FramerType);
     if (PyModule_AddObject(m, "Framer", (PyObject *)&FramerType) < 0) {
         Py_DECREF(&FramerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&LaneType);
+    if (PyModule_AddObject(m, "Lane", (PyObject *)&LaneType) < 0) {
+        Py_DECREF(&LaneType);
         Py_DECREF(m);
         return NULL;
     }

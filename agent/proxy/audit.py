@@ -28,6 +28,7 @@ _EMPTY = Analysis("", "", "UNKNOWN", unknown=("statement",))
 # Message types as module constants: the handlers below compare each message against several of them.
 _B, _E, _S, _P, _Q, _D, _C, _F = w.B, w.E, w.S, w.P, w.Q, w.D, w.C, w.F
 _DATA_ROW, _COMMAND_COMPLETE, _READY, _ROW_DESCRIPTION = w.DATA_ROW, w.COMMAND_COMPLETE, w.READY, w.ROW_DESCRIPTION
+_NO_DATA = w.NO_DATA
 
 
 @dataclass(slots=True)
@@ -46,11 +47,12 @@ class SessionInfo:
 
 
 class QueryRecord:
-    __slots__ = ("session", "analysis", "data", "end_user", "started", "duration", "rows", "bytes",
-                 "error", "cursor", "keys", "keys_total", "plan", "planned", "counted", "portal")
+    __slots__ = ("session", "application_name", "analysis", "data", "end_user", "started", "duration", "rows",
+                 "bytes", "error", "cursor", "keys", "keys_total", "plan", "planned", "counted", "portal")
 
     def __init__(self, session: SessionInfo, analysis: Analysis, end_user: str | None) -> None:
         self.session = session
+        self.application_name = session.application_name  # as it was when the statement ran
         self.analysis = analysis
         self.data = analysis  # whose tables the rows come from: the declared query for a FETCH
         self.end_user = end_user
@@ -71,7 +73,7 @@ class QueryRecord:
 class Slot:
     """An answer the server owes: `kind` is the client message letter, `rec` the statement it feeds."""
 
-    __slots__ = ("kind", "name", "rec", "queue", "index", "target", "end_user")
+    __slots__ = ("kind", "name", "rec", "queue", "index", "target", "end_user", "shape")
 
     def __init__(self, kind: int, name: bytes = b"", rec: QueryRecord | None = None) -> None:
         self.kind = kind
@@ -81,15 +83,23 @@ class Slot:
         self.queue: list[Analysis] | None = None  # the statements of a simple query
         self.index = 0
         self.end_user: str | None = None
+        self.shape: tuple[bytes, Analysis, str | None] | None = None  # see AuditSession.fast_query
 
 
 class Prepared:
-    __slots__ = ("analysis", "end_user", "columns")
+    __slots__ = ("analysis", "end_user", "columns", "fast", "seen")
 
     def __init__(self, analysis: Analysis, end_user: str | None) -> None:
         self.analysis = analysis
         self.end_user = end_user
         self.columns: tuple[w.Column, ...] | None = None
+        self.fast: tuple[bytes, bytes] | None = None  # its event template, when the lane may write its events
+        self.seen: tuple[w.Column, ...] | None = None  # its result's columns as a portal of it described them
+
+    @property
+    def result(self) -> tuple[w.Column, ...] | None:
+        """The result's columns, from a Describe of the statement or else of a portal of it; None: not known."""
+        return self.columns if self.columns is not None else self.seen
 
 
 class Portal:
@@ -103,9 +113,15 @@ class Portal:
         self.running: QueryRecord | None = None  # an Execute that stopped at its row limit
 
 
+Template = Callable[[SessionInfo, Analysis, "str | None"], "tuple[bytes, bytes] | None"]
+
+
 class AuditSession:
     def __init__(self, info: SessionInfo, analyser: Analyser, keys: KeyMatcher,
-                 emit: Callable[[QueryRecord], None], end_user_keys: tuple[str, ...] = ("custos_user",)) -> None:
+                 emit: Callable[[QueryRecord], None], end_user_keys: tuple[str, ...] = ("custos_user",),
+                 template: Template | None = None) -> None:
+        """`template(info, analysis, end_user)`: the event template of a statement whose events the lane
+        (agent/proxy/_framer.c) may write, or None for one that needs this class (see `fast_query`)."""
         self.info = info
         self.analyser = analyser
         self.keys = keys if keys.active else None
@@ -120,6 +136,11 @@ class AuditSession:
         self.backend_key: tuple[int, int] | None = None
         self.in_transaction = False
         self.syncs = 0  # Syncs sent by the client
+        self.template = template
+        self.lane: object | None = None  # the session's Lane, when the proxy gave it one
+        self._shape: tuple[bytes, Analysis, str | None] | None = None  # a simple query the lane asked about
+        if template is not None and self.keys is not None:
+            self.keys.watch(self._keys_learned)
         self._plans: dict[tuple[int, int, tuple[int, ...] | None], tuple[object, object, KeyPlan | None]] = {}
 
     # -- client → server ------------------------------------------------------------------------------------
@@ -159,7 +180,9 @@ class AuditSession:
             if len(self.statements) >= MAX_STATEMENTS and name not in self.statements:
                 self.statements.pop(next(iter(self.statements)))
             analysis = self.analyser.analyse(sql)
-            self.statements[name] = Prepared(analysis, self._end_user(sql))
+            prepared = self.statements[name] = Prepared(analysis, self._end_user(sql))
+            if self.template is not None:
+                prepared.fast = self._fast(analysis, prepared.end_user)
             slots.append(Slot(t, name))
         elif t == _Q:
             sql = body[:-1].decode("utf-8", "replace") if not truncated else body.decode("utf-8", "replace")
@@ -169,6 +192,8 @@ class AuditSession:
             slot.queue = [self.analyser.analyse_redacted(p) for p in parts]
             slot.rec = QueryRecord(self.info, slot.queue[0], end_user) if slot.queue else None
             slot.end_user = end_user
+            if self._shape is not None:
+                slot.shape, self._shape = self._shape, None
             slots.append(slot)
         elif t == _C:
             kind, name = w.target_message(body)
@@ -179,6 +204,90 @@ class AuditSession:
             slots.append(Slot(t))
         elif t == _F:
             slots.append(Slot(t))
+
+    # -- the lane (agent/proxy/_framer.c) --------------------------------------------------------------------
+
+    def _fast(self, analysis: Analysis, end_user: str | None,
+              columns: tuple[w.Column, ...] | None = None) -> tuple[bytes, bytes] | None:
+        """The template of a statement whose events need only times and counts, or None: a cursor statement
+        (its rows belong to another), or one whose results may hold customer-key columns (they are hashed here):
+        judged by its result's columns when they are known, else by what it reads."""
+        if self.template is None or analysis.cursor_op is not None:
+            return None
+        keys = self.keys
+        if keys is not None:
+            if columns is None:
+                if keys.may_return(analysis):
+                    return None
+            elif keys.may_hold(self.info.database or "", columns):
+                return None
+        return self.template(self.info, analysis, end_user)
+
+    def fast_query(self, sql: bytes, shape: bytes) -> tuple[bytes, bytes] | None:
+        """For the lane: the template of a simple query's one statement, or None. The lane calls this once per
+        `shape` of query text (literals aside), and only for texts without comments, so the end user is the
+        session's. A statement that reads a key's table is judged again by its first result (`_result_shape`)."""
+        text = sql.decode("utf-8", "replace")
+        parts = split_statements(redact(text))
+        if len(parts) != 1 or "/*" in text:
+            return None
+        analysis = self.analyser.analyse_redacted(parts[0])
+        fast = self._fast(analysis, self.info.end_user)
+        if fast is None and self.template is not None and analysis.cursor_op is None:
+            self._shape = (shape, analysis, self.info.end_user)  # for the Query message that comes next
+        return fast
+
+    def _result_shape(self, slot: Slot, columns: tuple[w.Column, ...]) -> None:
+        """A simple query the lane gave to Python for its key table returned these columns: when they hold no
+        key, the lane may take the next query of its shape."""
+        shape = slot.shape
+        slot.shape = None
+        if shape is not None and self.lane is not None:
+            fast = self._fast(shape[1], shape[2], columns)
+            if fast is not None:
+                self.lane.set_query(shape[0], fast)  # type: ignore[attr-defined]
+
+    def _judge(self, target: Prepared | Portal, columns: tuple[w.Column, ...]) -> None:
+        """A Describe of a statement, or the first of a portal of it (libpq describes every portal it runs),
+        showed the result's columns: whether the lane may take the statement is judged by them."""
+        if type(target) is Portal:
+            prepared = target.prepared
+            if prepared.seen is not None or prepared.columns is not None:
+                return
+            prepared.seen = columns
+        else:
+            prepared = target  # type: ignore[assignment]
+            if not columns:
+                prepared.columns = ()
+        prepared.fast = self._fast(prepared.analysis, prepared.end_user, prepared.result)
+
+    def _keys_learned(self) -> None:
+        """A key column was learned, so an alias of it now counts: judge the templates again."""
+        for prepared in self.statements.values():
+            if prepared.fast is not None:
+                prepared.fast = self._fast(prepared.analysis, prepared.end_user, prepared.result)
+        if self.lane is not None:
+            self.lane.forget_queries()  # type: ignore[attr-defined]
+
+    def rows_seen(self, count: int, size: int) -> None:
+        """DataRows the lane counted before it gave its round trip back."""
+        if self.slots:
+            rec = self.slots[0].rec
+            if rec is not None:
+                rec.rows += count
+                rec.bytes += size
+
+    def adopt_unnamed(self, prepared: Prepared) -> None:
+        """The lane ran `prepared` through the unnamed portal inside a transaction: the portal lives on."""
+        self.portals[b""] = Portal(prepared, None, self.syncs)
+
+    def _application_changed(self) -> None:
+        """Templates carry the application name: make them again."""
+        if self.template is not None:
+            for prepared in self.statements.values():
+                prepared.fast = self._fast(prepared.analysis, prepared.end_user, prepared.result)
+        if self.lane is not None:
+            self.lane.forget_queries()  # type: ignore[attr-defined]
 
     def _end_user(self, sql: str) -> str | None:
         if "/*" in sql:
@@ -249,7 +358,9 @@ class AuditSession:
                     self._hash_row(rec, body, truncated)
         elif t in _POP_ONLY:
             if slots:
-                slots.popleft()
+                head = slots.popleft()
+                if t == _NO_DATA and head.kind == _D and head.target is not None and self.template is not None:
+                    self._judge(head.target, ())
         elif t == _COMMAND_COMPLETE:
             if slots:
                 head = slots[0]
@@ -260,6 +371,8 @@ class AuditSession:
                     self._finish(rec)
                 kind = head.kind
                 if kind == _Q:
+                    if head.shape is not None:  # a statement without a result: no key can come of it
+                        self._result_shape(head, ())
                     self._next_statement(head)
                 elif kind == _E:
                     portal = self.portals.get(head.name)
@@ -307,7 +420,10 @@ class AuditSession:
         elif t == w.PARAM_STATUS:
             key, pos = w.cstring(body, 0)
             if key == "application_name":
-                self.info.application_name = w.cstring(body, pos)[0] or None
+                app = w.cstring(body, pos)[0] or None
+                if app != self.info.application_name:
+                    self.info.application_name = app
+                    self._application_changed()
 
     def _row_description(self, body: bytes) -> None:
         if not self.slots:
@@ -320,10 +436,15 @@ class AuditSession:
         columns = w.row_description(body)
         if head.kind == w.D:
             self.slots.popleft()
-            if head.target is not None:
-                head.target.columns = columns
+            target = head.target
+            if target is not None:
+                target.columns = columns
+                if self.template is not None:
+                    self._judge(target, columns)
         elif head.rec is not None:  # a simple query's result
             head.rec.plan = self._plan(columns, head.rec, None)
+            if head.shape is not None:
+                self._result_shape(head, columns)
 
     def _hash_row(self, rec: QueryRecord, body: bytes, truncated: bool) -> None:
         plan = rec.plan

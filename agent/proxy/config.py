@@ -55,6 +55,7 @@ class Listener(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ProxyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     type: str = "proxy"
     listeners: list[Listener] = msgspec.field(default_factory=list)
+    lane: bool = True  # common round trips audited in C (agent/proxy/_framer.c); false: all in Python
     fail_closed: bool = False  # close a session whose audit failed, instead of forwarding it unaudited
     customer_keys: list[str] = msgspec.field(default_factory=list)
     customer_key_secret: str = ""

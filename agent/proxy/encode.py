@@ -59,13 +59,13 @@ class QueryEncoder:
         self._data[id(d)] = (d, frag)
         return frag
 
-    def _session(self, info: SessionInfo) -> bytes:
-        key = (id(info), info.application_name)  # application_name changes with SET application_name
+    def _session(self, info: SessionInfo, app: str | None) -> bytes:
+        key = (id(info), app)  # application_name changes with SET application_name
         hit = self._sessions.get(key)
         if hit is not None and hit[0] is info:
             return hit[1]
         frag = _fields([("session_id", info.session_id), ("database", info.database),
-                        ("application_name", info.application_name), ("client_addr", info.client_addr),
+                        ("application_name", app), ("client_addr", info.client_addr),
                         ("client_port", info.client_port), ("server", f"{info.server_addr}:{info.server_port}")])
         if len(self._sessions) >= _CACHE_MAX:
             self._sessions.clear()
@@ -73,15 +73,20 @@ class QueryEncoder:
         return frag
 
     def _template(self, rec: QueryRecord) -> tuple[bytes, bytes]:
-        info, a, d = rec.session, rec.analysis, rec.data
-        key = (id(info), info.application_name, id(a), id(d), rec.end_user)
+        return self.template(rec.session, rec.application_name, rec.analysis, rec.data, rec.end_user)
+
+    def template(self, info: SessionInfo, app: str | None, a: Analysis, d: Analysis,
+                 end_user: str | None) -> tuple[bytes, bytes]:
+        """(head, tail): an event of this statement is head + started_at, duration, rows, bytes (and error, cursor,
+        keys) + `},"id":…,"ts":…` + tail. The lane (agent/proxy/_framer.c) writes events from these too."""
+        key = (id(info), app, id(a), id(d), end_user)
         hit = self._templates.get(key)
         if hit is not None and hit[0] is info and hit[1] is a and hit[2] is d:
             return hit[3], hit[4]
-        head = b"".join((b'{"kind":"db.query","payload":{', self._session(info), b",", self._statement(a),
+        head = b"".join((b'{"kind":"db.query","payload":{', self._session(info, app), b",", self._statement(a),
                          self._tables(d), b',"started_at":'))
         envelope = self._envelope
-        tail = envelope.tail + envelope.actor(info.user, rec.end_user) + b"}"
+        tail = envelope.tail + envelope.actor(info.user, end_user) + b"}"
         if len(self._templates) >= _CACHE_MAX:
             self._templates.clear()
         self._templates[key] = (info, a, d, head, tail)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from agent.customer_keys import CustomerKeyError, normalise_customer_id
@@ -57,10 +58,44 @@ class KeyMatcher:
         self._table_oids: dict[tuple[str, int], str] = {}  # (database, oid) → schema.table, learned
         self._key_attrs: set[tuple[str, int, int]] = set()  # (database, table oid, attnum) of key columns
         self.unreadable = 0  # values in a format this reader does not know
+        self._owners = frozenset(self.keys.values())
+        self._watchers: set[weakref.WeakMethod[Callable[[], None]]] = set()
 
     @property
     def active(self) -> bool:
         return bool(self.keys) and bool(self.secret)
+
+    def may_return(self, analysis: Analysis) -> bool:
+        """Whether a statement's results may hold key columns: it reads or writes (RETURNING) a key's table,
+        names a column called like a key, or was not fully understood. When False, `plan` finds no key column in
+        any result of it: a column counts only if its table is the key's (a view's columns carry the view's
+        OID) or the key's table is read."""
+        if analysis.unknown:
+            return True
+        owners = self._owners
+        if any(t in owners for t in analysis.tables_read) or any(t in owners for t in analysis.tables_written):
+            return True
+        names = self.keys
+        return any(c.rpartition(".")[2] in names for c in analysis.columns)
+
+    def may_hold(self, database: str, columns: tuple[Column, ...]) -> bool:
+        """Whether a result with these columns may hold key values, now or once more is learned: a column named
+        like a key, or one already known as a key column (under any alias). When False, `plan` finds none."""
+        names, attrs = self.keys, self._key_attrs
+        return any(c.table_oid and (c.name in names or (database, c.table_oid, c.attnum) in attrs) for c in columns)
+
+    def watch(self, on_learned: Callable[[], None]) -> None:
+        """Call `on_learned` when a key column is learned (an alias of it then counts): the lane's templates of
+        results that held no key so far must be checked again. Held weakly (a bound method of a session)."""
+        self._watchers.add(weakref.WeakMethod(on_learned))  # type: ignore[arg-type]
+
+    def _learned(self) -> None:
+        for ref in list(self._watchers):
+            fn = ref()
+            if fn is None:
+                self._watchers.discard(ref)
+            else:
+                fn()
 
     def plan(self, database: str, columns: tuple[Column, ...], data: Analysis | None,
              formats: tuple[int, ...] | None = None) -> KeyPlan | None:
@@ -90,6 +125,8 @@ class KeyMatcher:
                     continue
                 if known == owner and len(self._key_attrs) < 100_000:
                     self._key_attrs.add((database, c.table_oid, c.attnum))
+                    if self._watchers:
+                        self._learned()
             idx.append(i)
             fmt = c.fmt if formats is None else (formats[i] if len(formats) > 1 else (formats[0] if formats else 0))
             readers.append((c.type_oid, fmt))

@@ -72,6 +72,8 @@ class ProxyServer:
                                   interval=parse_duration(config.flush_interval), max_pending=config.max_pending,
                                   exclude_objects=config.exclude_objects,
                                   sink=SpoolProcess(spool, spool_process) if spool_process else None)
+        # The lane (agent/proxy/_framer.c) writes the events of common round trips without the Python audit.
+        self.lane = config.lane and w.Lane is not None
         self.end_user_keys = tuple(config.end_user_keys)
         self._app_user = re.compile(config.end_user_from_application_name) \
             if config.end_user_from_application_name else None
@@ -82,6 +84,7 @@ class ProxyServer:
         self.startup_timeout = parse_duration(config.startup_timeout)
         self.connect_timeout = parse_duration(config.connect_timeout)
         self.open_connections = 0
+        self.lane_fast = self.lane_gave_up = 0  # of ended sessions (see lane_done)
         self.cancel_keys: dict[tuple[int, int], tuple[str, int]] = {}
         # TLS transports still open: a TLS close waits for the peer's close_notify, so at shutdown they are
         # aborted and awaited, or the loop would close under them.
@@ -167,6 +170,11 @@ class ProxyServer:
         bucket = self._counts[group]
         bucket[key] = bucket.get(key, 0) + 1
 
+    def lane_done(self, fast: int, gave_up: int) -> None:
+        """A session's lane ended: how many round trips it wrote, and how many it gave back to Python."""
+        self.lane_fast += fast
+        self.lane_gave_up += gave_up
+
     def audit_fault(self, exc: BaseException, where: str) -> None:
         kind = "protocol" if isinstance(exc, (w.ProtocolError, struct.error, IndexError)) else "audit_fault"
         self.count("errors", kind)
@@ -220,6 +228,8 @@ class ProxyServer:
             out["errors"]["writer"] = self.writer.errors
         if self.writer.sink is not None and self.writer.sink.restarts:
             out["errors"]["spool_process_restarts"] = self.writer.sink.restarts
+        if self.lane_fast or self.lane_gave_up:
+            out["lane"] = {"fast": self.lane_fast, "given_back": self.lane_gave_up}
         if self.analyser.parse_failures:
             out["errors"]["sql_unparsed"] = self.analyser.parse_failures
         if self.keys.unreadable:

@@ -126,6 +126,14 @@ class ClientSide(asyncio.Protocol):
         if self.key is not None:
             self.server.cancel_keys.pop(self.key, None)
         audit = self.audit
+        if audit is not None and audit.lane is not None:
+            lane = audit.lane
+            try:
+                lane.give_up()  # type: ignore[attr-defined]  # what it held goes to the Python audit's close
+            except Exception as e:  # noqa: BLE001
+                self.server.audit_fault(e, _where(e))
+            self.server.lane_done(lane.fast, lane.gave_up)  # type: ignore[attr-defined]
+            audit.lane = None
         if audit is not None and self.full_audit and self.info is not None:
             try:
                 audit.close()
@@ -231,12 +239,21 @@ class ClientSide(asyncio.Protocol):
             server.count("excluded", excluded)
         self.full_audit = excluded is None
         # Even an excluded session is read until it is ready: its BackendKeyData routes cancels.
+        lane = self.full_audit and server.lane
         audit = AuditSession(info, server.analyser, server.keys,
-                             server.writer.query if self.full_audit else _drop, server.end_user_keys)
+                             server.writer.query if self.full_audit else _drop, server.end_user_keys,
+                             server.writer.template if lane else None)
         self.audit = audit
-        if self.full_audit:
-            self.cframer = w.Framer(audit.client_message, _CLIENT_NEEDED.__contains__, _ignore, server.cap)
-        self.sframer = w.Framer(audit.server_message, audit.wants, audit.skipped, server.cap)
+        if lane:
+            audit.lane = w.Lane(audit.client_message, audit.server_message, audit.rows_seen, audit.adopt_unnamed,
+                                audit.fast_query, server.writer.packed, audit.statements, audit.portals, audit.slots)
+            self.cframer = w.Framer(audit.client_message, _CLIENT_NEEDED.__contains__, _ignore, server.cap,
+                                    audit.lane, 0)
+            self.sframer = w.Framer(audit.server_message, audit.wants, audit.skipped, server.cap, audit.lane, 1)
+        else:
+            if self.full_audit:
+                self.cframer = w.Framer(audit.client_message, _CLIENT_NEEDED.__contains__, _ignore, server.cap)
+            self.sframer = w.Framer(audit.server_message, audit.wants, audit.skipped, server.cap)
         self.transport.pause_reading()
         asyncio.get_running_loop().create_task(self._connect())
 
@@ -312,6 +329,8 @@ class ClientSide(asyncio.Protocol):
             self.started = True
             if self.full_audit and self.info is not None:
                 self.server.writer.session(self.info, "start")
+                if audit.lane is not None:
+                    audit.lane.enabled = 1  # type: ignore[attr-defined]
             else:
                 self.sframer = None  # excluded: nothing more to read once the key is known
 
@@ -319,6 +338,8 @@ class ClientSide(asyncio.Protocol):
         """The audit of this session failed: count it, log where (never what), then go on or close."""
         self.server.audit_fault(exc, _where(exc))
         self.cframer = self.sframer = None
+        if self.audit is not None:
+            self.audit.lane = None
         if self.server.config.fail_closed:
             self.close()
 

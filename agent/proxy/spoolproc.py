@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from agent.errors import SpoolFull
 from agent.spool import Spool
@@ -28,14 +28,30 @@ COALESCE = 4096  # events at most in one spool transaction
 GATHER = 0.02  # seconds to wait for the next batch before committing what has arrived
 
 
-def pack(items: list[tuple[str, bytes]]) -> bytes:
+class Packed(NamedTuple):
+    """Events already in a frame's item format (`pack_items`), as the lane in agent/proxy/_framer.c writes them."""
+
+    blob: bytes
+    count: int
+
+
+def pack_items(items: list[tuple[str, bytes]]) -> bytes:
+    """`(4-byte id length, id, 4-byte body length, body)*`: a frame's payload, or part of one."""
     head = _LEN.pack
-    parts = [b""]
+    parts = []
     for event_id, body in items:
         raw = event_id.encode()
         parts += (head(len(raw)) + raw + head(len(body)), body)
-    parts[0] = head(sum(map(len, parts)))
     return b"".join(parts)
+
+
+def frame(parts: list[bytes]) -> bytes:
+    """One frame of payload parts (each from `pack_items` or the lane)."""
+    return _LEN.pack(sum(map(len, parts))) + b"".join(parts)
+
+
+def pack(items: list[tuple[str, bytes]]) -> bytes:
+    return frame([pack_items(items)])
 
 
 def unpack(payload: bytes) -> list[tuple[str, bytes]]:

@@ -25,16 +25,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import Union
 
 from agent.errors import SpoolFull
 from agent.events import Actor, DbSession, DbSessionPayload, Envelope, Source, encode, new_event
 from agent.proxy.audit import QueryRecord, SessionInfo
 from agent.proxy.encode import QueryEncoder
-from agent.proxy.spoolproc import SpoolProcess, pack
+from agent.proxy.analysis import Analysis
+from agent.proxy.spoolproc import Packed, SpoolProcess, pack_items, unpack
+from agent.proxy.spoolproc import frame as frame_of
 from agent.spool import Spool
 
 log = logging.getLogger("custos.proxy")
 HOST = socket.gethostname()
+Item = Union[QueryRecord, "tuple[SessionInfo, str, str | None]", Packed]
 
 
 class FastIds:
@@ -78,7 +82,7 @@ class AuditWriter:
         self.batch = batch
         self.max_pending = max_pending
         self.exclude_objects = frozenset(o.lower() if "." in o else f"public.{o.lower()}" for o in exclude_objects)
-        self._queue: deque[QueryRecord | tuple[SessionInfo, str, str | None]] = deque()
+        self._queue: deque[Item] = deque()
         self._stop = threading.Event()
         self._flushing = threading.Lock()  # one drain at a time: the writer thread, or stop(), or a test
         self._thread: threading.Thread | None = None
@@ -94,7 +98,7 @@ class AuditWriter:
         self._timer: asyncio.TimerHandle | None = None
         self._soon = False  # a flush is scheduled for the next loop iteration
         self._frame: memoryview | None = None  # the rest of a frame the pipe did not take yet
-        self._frame_items: list[tuple[str, bytes]] = []  # its events, to send again to a new child
+        self._frame_items: list[bytes] = []  # its parts, to send again to a new child
         self._watched: int | None = None  # the pipe the event loop watches for room, while a frame waits
 
     # -- called on the event loop ---------------------------------------------------------------------------
@@ -119,6 +123,22 @@ class AuditWriter:
         self._queue.append((info, phase, error_code))
         if self._loop is not None and self._timer is None:
             self._timer = self._loop.call_later(self.interval, self._tick)
+
+    def packed(self, blob: bytes, count: int) -> None:
+        """Events the lane (agent/proxy/_framer.c) wrote, already in the spool process's frame format."""
+        if len(self._queue) >= self.max_pending:
+            self.shed += count
+            return
+        self._queue.append(Packed(blob, count))
+        if self._loop is not None and self._timer is None:
+            self._timer = self._loop.call_later(self.interval, self._tick)
+
+    def template(self, info: SessionInfo, analysis: Analysis, end_user: str | None) -> tuple[bytes, bytes] | None:
+        """The event template of a statement the lane may write events of; None for one excluded by object
+        (its events are counted as excluded, which the Python path does)."""
+        if self.exclude_objects and self._excluded(analysis, analysis) is not None:
+            return None
+        return self._encoder.template(info, info.application_name, analysis, analysis, end_user)
 
     @property
     def pending(self) -> int:
@@ -180,11 +200,11 @@ class AuditWriter:
             if not q:
                 return
             items = [q.popleft() for _ in range(min(len(q), self.batch))]
-            events = [e for e in map(self._item, items) if e is not None]
-            if events:
-                self._frame_items = events
-                self._frame = memoryview(pack(events))
-                self.written += len(events)
+            parts, count = self._parts(items)
+            if count:
+                self._frame_items = parts
+                self._frame = memoryview(frame_of(parts))
+                self.written += count
 
     def _send_rest(self) -> bool:
         """Write what the pipe takes of the pending frame; True once it is all written."""
@@ -196,7 +216,7 @@ class AuditWriter:
         for attempt in range(3):
             try:
                 if sink.ensure():  # a new child reads from a frame's start
-                    frame = memoryview(pack(self._frame_items))
+                    frame = memoryview(frame_of(self._frame_items))
                 n = sink.send(frame)
                 break
             except OSError:
@@ -237,20 +257,23 @@ class AuditWriter:
         q = self._queue
         with self._flushing:
             if self._frame is not None and self.sink is not None:  # the rest of the event loop's last batch
-                rest, items = bytes(self._frame), self._frame_items
+                rest, parts = bytes(self._frame), self._frame_items
                 self._frame, self._frame_items = None, []
                 try:
                     if self.sink.ensure():  # a new child reads from a frame's start
-                        rest = pack(items)
+                        rest = frame_of(parts)
                     self.sink.send_all(rest)
                 except OSError:
-                    self._send(items)
+                    self._send(unpack(b"".join(parts)))
             while q:
                 items = []
                 while q and len(items) < self.batch:
                     items.append(q.popleft())
                 events = []
                 for n, item in enumerate(items, 1):
+                    if isinstance(item, Packed):
+                        events += unpack(item.blob)
+                        continue
                     event = self._item(item)
                     if event is not None:
                         events.append(event)
@@ -281,15 +304,42 @@ class AuditWriter:
                 log.error("proxy spool writer process failed (attempt %d); restarting it", attempt + 1)
         self.shed += len(events)
 
+    def _parts(self, items: list[Item]) -> tuple[list[bytes], int]:
+        """The items as parts of a spool-process frame (see `frame`), and how many events they hold."""
+        parts: list[bytes] = []
+        events: list[tuple[str, bytes]] = []
+        count = 0
+        for item in items:
+            if type(item) is Packed:
+                if events:
+                    parts.append(pack_items(events))
+                    count += len(events)
+                    events = []
+                parts.append(item.blob)
+                count += item.count
+                continue
+            event = self._item(item)  # type: ignore[arg-type]
+            if event is not None:
+                events.append(event)
+        if events:
+            parts.append(pack_items(events))
+            count += len(events)
+        return parts, count
+
+    def _excluded(self, data: Analysis, analysis: Analysis) -> str | None:
+        touched = set(data.tables_read) | set(analysis.tables_written)
+        if touched and touched <= self.exclude_objects:
+            return f"object.{sorted(touched)[0]}"[:256]
+        return None
+
     def _item(self, item: QueryRecord | tuple[SessionInfo, str, str | None]) -> tuple[str, bytes] | None:
         """(event id, encoded event) for the spool, or None for an excluded statement."""
         if isinstance(item, tuple):
             event = self._session_event(*item)
             return event.id, encode(event)
         if self.exclude_objects:
-            touched = set(item.data.tables_read) | set(item.analysis.tables_written)
-            if touched and touched <= self.exclude_objects:
-                key = f"object.{sorted(touched)[0]}"[:256]
+            key = self._excluded(item.data, item.analysis)
+            if key is not None:
                 self.excluded[key] = self.excluded.get(key, 0) + 1
                 return None
         event_id = self._ids.next(item.started)

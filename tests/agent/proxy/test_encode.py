@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
+import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +14,13 @@ from agent.events import Actor, DbQuery, DbQueryPayload, Source, decode, encode
 from agent.proxy.analysis import Analyser
 from agent.proxy.audit import QueryRecord, SessionInfo
 from agent.proxy.encode import QueryEncoder
+from agent.proxy.spoolproc import unpack
 from agent.proxy.writer import FastIds
+
+try:
+    from agent.proxy import _framer
+except ImportError:  # pragma: no cover - the extension is optional
+    _framer = None  # type: ignore[assignment]
 
 ANALYSER = Analyser({"public.customers.full_name": "name"})
 SOURCE = Source(type="proxy", name="pg-main")
@@ -76,3 +85,33 @@ def test_fast_ids_are_uuid7_of_each_events_millisecond_and_increase_with_time(ti
         assert str(u) == event_id and u.version == 7 and u.variant == uuid.RFC_4122
         assert u.int >> 80 == int(when * 1000)
     assert [i for _, i in made] == sorted({i for _, i in made})  # distinct, and in the order they were made
+
+
+@pytest.mark.skipif(_framer is None, reason="the C extension was not built")
+@settings(deadline=None)
+@given(statements, text.filter(bool), st.one_of(st.none(), text.filter(bool)), st.one_of(st.none(), text),
+       st.integers(0, 10**12), st.integers(0, 10**12), st.one_of(st.none(), st.integers(0, 10**12)),
+       st.floats(0, 1e6), st.floats(1e9, 2e9))
+def test_the_lanes_events_equal_the_python_encoding(sql: str, user: str, end_user: str | None, app: str | None,
+                                                    rows: int, size: int, counted: int | None, duration: float,
+                                                    started: float) -> None:
+    """What agent/proxy/_framer.c writes from a template is the event QueryEncoder writes for that statement."""
+    info = SessionInfo("01a21b00-9886-714f-a9a3-fe5ba6c96e4e", "pg", "127.0.0.1", 50000, "10.0.0.5", 5432,
+                       database="bank", user=user, application_name=app)
+    rec = QueryRecord(info, ANALYSER.analyse(sql), end_user)
+    rec.rows, rec.bytes, rec.counted, rec.duration, rec.started = rows, size, counted, duration, started
+    rec.cursor = None  # the lane never takes a cursor's statements
+    encoder = QueryEncoder(SOURCE, "db-proxy-1", "agent-7")
+    head, tail = encoder.template(info, app, rec.analysis, rec.data, end_user)
+    items = unpack(_framer.event(head, tail, started, started + duration, rows, size,
+                                 -1 if counted is None else counted))
+    assert len(items) == 1
+    event_id, body = items[0]
+    got, want = decode(body), decode(encoder.encode(rec, event_id))
+    assert uuid.UUID(event_id).version == 7 and uuid.UUID(event_id).int >> 80 == int(started * 1000)
+    # Times: the same instant to the microsecond (each side rounds a float's last half-microsecond its own way).
+    assert abs((got.ts - want.ts).total_seconds()) <= 1e-6 and got.payload.started_at == got.ts
+    assert abs(got.payload.duration_ms - want.payload.duration_ms) <= 1e-3 + duration * 1e-9
+    same = msgspec.structs.replace(got, ts=want.ts, payload=msgspec.structs.replace(
+        got.payload, started_at=want.payload.started_at, duration_ms=want.payload.duration_ms))
+    assert same == want
