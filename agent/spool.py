@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +34,11 @@ from pathlib import Path
 from typing import Literal
 
 from agent.errors import SpoolError, SpoolFull
+
+try:
+    from agent import _chain
+except ImportError:  # pragma: no cover - the extension is optional (see setup.py)
+    _chain = None  # type: ignore[assignment]
 
 OverflowPolicy = Literal["drop_oldest", "drop_newest", "block"]
 OVERFLOW_POLICIES: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
@@ -135,32 +141,62 @@ class Spool:
         given = list(items)
         now = self._clock()
         with self._lock, self._transaction():
-            head = self._db.execute("SELECT seq, hash FROM chain WHERE id = 1").fetchone()
-            rows, last = chain(given, int(head[0]), str(head[1]))
-            depth, nbytes = self._depth()
-            over_events = depth + len(rows) - self.max_events
-            over_bytes = nbytes + sum(len(b) for _, b in rows) - self.max_bytes
-            if over_events > 0 or over_bytes > 0:
-                origin = {id(body): i for i, (_, body) in enumerate(rows)}
-                kept = self._overflow(rows, over_events, over_bytes)
-                if len(kept) != len(rows):  # number again what is kept, so that refused events leave no gap
-                    rows, last = chain([given[origin[id(body)]] for _, body in kept], int(head[0]), str(head[1]))
-            if rows:
-                for start in range(0, len(rows), _ROWS_PER_INSERT):  # a statement per slice: less CPU than a row each
-                    part = rows[start:start + _ROWS_PER_INSERT]
-                    self._db.execute(_insert_sql(len(part)), [v for eid, body in part for v in (eid, body, now)])
-                added = sum(len(b) for _, b in rows)
-                self._bump(depth=len(rows), bytes=added, queued=len(rows))
-                if last is not None:
-                    self._db.execute("UPDATE chain SET seq = ?, hash = ? WHERE id = 1", last)
+            n = self._put(given, now)
             if cursor is not None:
                 self._db.execute(
                     "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                     (cursor[0], cursor[1], now),
                 )
-        if rows:
+        if n:
             self.new_data.set()
+        return n
+
+    def put_packed(self, payload: bytes) -> int:
+        """`put` for events packed by `pack_items` (the proxy's spool process receives them so): the chain and
+        the rows' values are made in C (agent/_chain.c) when it was built, without a Python object per event."""
+        if _chain is None:
+            return self.put(unpack_items(payload))
+        now = self._clock()
+        with self._lock, self._transaction():
+            seq, prev = self._db.execute("SELECT seq, hash FROM chain WHERE id = 1").fetchone()
+            values, count, added, last = _chain.chain_frame(payload, int(seq), str(prev), now)
+            depth, nbytes = self._depth()
+            if depth + count > self.max_events or nbytes + added > self.max_bytes:
+                n = self._put(unpack_items(payload), now)  # the overflow policy decides, as for `put`
+            else:
+                self._insert(values, count, added, last)
+                n = count
+        if n:
+            self.new_data.set()
+        return n
+
+    def _insert(self, values: list[object], count: int, added: int, last: tuple[int, str] | None) -> None:
+        """Rows whose values are flat (id, body, queued_at, id, …), in statements of `_ROWS_PER_INSERT` rows."""
+        step = _ROWS_PER_INSERT * 3
+        for start in range(0, len(values), step):  # a statement per slice: less CPU than a row each
+            part = values[start:start + step]
+            self._db.execute(_insert_sql(len(part) // 3), part)
+        if count:
+            self._bump(depth=count, bytes=added, queued=count)
+        if last is not None:
+            self._db.execute("UPDATE chain SET seq = ?, hash = ? WHERE id = 1", last)
+
+    def _put(self, given: list[tuple[str, bytes]], now: float) -> int:
+        """The rows of `put`, in the caller's transaction; how many were queued."""
+        head = self._db.execute("SELECT seq, hash FROM chain WHERE id = 1").fetchone()
+        rows, last = chain(given, int(head[0]), str(head[1]))
+        depth, nbytes = self._depth()
+        over_events = depth + len(rows) - self.max_events
+        over_bytes = nbytes + sum(len(b) for _, b in rows) - self.max_bytes
+        if over_events > 0 or over_bytes > 0:
+            origin = {id(body): i for i, (_, body) in enumerate(rows)}
+            kept = self._overflow(rows, over_events, over_bytes)
+            if len(kept) != len(rows):  # number again what is kept, so that refused events leave no gap
+                rows, last = chain([given[origin[id(body)]] for _, body in kept], int(head[0]), str(head[1]))
+        if rows:
+            self._insert([v for eid, body in rows for v in (eid, body, now)], len(rows),
+                         sum(len(b) for _, b in rows), last)
         return len(rows)
 
     def _overflow(self, rows: list[tuple[str, bytes]], over_events: int, over_bytes: int) -> list[tuple[str, bytes]]:
@@ -332,6 +368,33 @@ class Spool:
             "UPDATE counters SET value = value + ? WHERE name = ?",
             [(v, k) for k, v in deltas.items() if v],
         )
+
+
+_LEN = struct.Struct("!I")
+
+
+def pack_items(items: list[tuple[str, bytes]]) -> bytes:
+    """`(4-byte id length, id, 4-byte body length, body)*`: events as `put_packed` takes them."""
+    head = _LEN.pack
+    parts = []
+    for event_id, body in items:
+        raw = event_id.encode()
+        parts += (head(len(raw)) + raw + head(len(body)), body)
+    return b"".join(parts)
+
+
+def unpack_items(payload: bytes) -> list[tuple[str, bytes]]:
+    items = []
+    pos = 0
+    unpack = _LEN.unpack_from
+    while pos < len(payload):
+        (n,) = unpack(payload, pos)
+        event_id = payload[pos + 4:pos + 4 + n].decode()
+        pos += 4 + n
+        (m,) = unpack(payload, pos)
+        items.append((event_id, payload[pos + 4:pos + 4 + m]))
+        pos += 4 + m
+    return items
 
 
 def chain(rows: list[tuple[str, bytes]], seq: int, prev: str) -> tuple[list[tuple[str, bytes]], tuple[int, str] | None]:

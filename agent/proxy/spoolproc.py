@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from agent.errors import SpoolFull
-from agent.spool import Spool
+from agent.spool import Spool, pack_items, unpack_items
+
+unpack = unpack_items
 
 _LEN = struct.Struct("!I")
-COALESCE = 4096  # events at most in one spool transaction
+COALESCE_BYTES = 4 << 20  # bytes of events at most in one spool transaction (about 5,000 db.query events)
 GATHER = 0.02  # seconds to wait for the next batch before committing what has arrived
 
 
@@ -35,16 +37,6 @@ class Packed(NamedTuple):
     count: int
 
 
-def pack_items(items: list[tuple[str, bytes]]) -> bytes:
-    """`(4-byte id length, id, 4-byte body length, body)*`: a frame's payload, or part of one."""
-    head = _LEN.pack
-    parts = []
-    for event_id, body in items:
-        raw = event_id.encode()
-        parts += (head(len(raw)) + raw + head(len(body)), body)
-    return b"".join(parts)
-
-
 def frame(parts: list[bytes]) -> bytes:
     """One frame of payload parts (each from `pack_items` or the lane)."""
     return _LEN.pack(sum(map(len, parts))) + b"".join(parts)
@@ -52,19 +44,6 @@ def frame(parts: list[bytes]) -> bytes:
 
 def pack(items: list[tuple[str, bytes]]) -> bytes:
     return frame([pack_items(items)])
-
-
-def unpack(payload: bytes) -> list[tuple[str, bytes]]:
-    items = []
-    pos = 0
-    while pos < len(payload):
-        (n,) = _LEN.unpack_from(payload, pos)
-        event_id = payload[pos + 4:pos + 4 + n].decode()
-        pos += 4 + n
-        (m,) = _LEN.unpack_from(payload, pos)
-        items.append((event_id, payload[pos + 4:pos + 4 + m]))
-        pos += 4 + m
-    return items
 
 
 def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
@@ -93,20 +72,23 @@ def main(argv: list[str]) -> int:
             payload = _read_exactly(stdin, _LEN.unpack(head)[0])
             if payload is None:
                 return 1
-            items = unpack(payload)
+            payloads = [payload]
+            size = len(payload)
             # Batches that arrive within GATHER of each other go into the same transaction: one commit (one
             # fsync) for all of them, instead of one per batch the event loop sends.
-            while len(items) < COALESCE and select.select([fd], [], [], GATHER)[0]:
+            while size < COALESCE_BYTES and select.select([fd], [], [], GATHER)[0]:
                 head = _read_exactly(stdin, 4)
                 if head is None:
                     break
                 payload = _read_exactly(stdin, _LEN.unpack(head)[0])
                 if payload is None:
                     break
-                items += unpack(payload)
+                payloads.append(payload)
+                size += len(payload)
+            joined = b"".join(payloads)
             while True:
                 try:
-                    spool.put(items)
+                    spool.put_packed(joined)
                     break
                 except SpoolFull:  # the `block` policy: wait for the shipper to make room
                     threading.Event().wait(0.5)

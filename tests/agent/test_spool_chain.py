@@ -12,11 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent import events as ev
+from agent import spool as spool_module
 from agent.errors import SpoolFull
 from agent.runtime import spool_events
-from agent.spool import Spool
+from agent.spool import Spool, pack_items
 from tests.helpers.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +114,7 @@ def test_bodies_that_are_not_json_objects_are_queued_unchained(tmp_path: Path) -
 WRITER = """
 import sys
 from agent.runtime import spool_events
-from agent.spool import Spool
+from agent.spool import Spool, pack_items
 from agent import events as ev
 spool = Spool(sys.argv[1], synchronous="FULL")
 n = 0
@@ -144,3 +147,50 @@ def test_a_writer_killed_mid_stream_leaves_an_unbroken_chain(tmp_path: Path) -> 
         links = chained(spool)
     assert len(links) >= 301
     assert_unbroken(links)
+
+
+bodies = st.one_of(
+    st.builds(lambda d: json.dumps(d, separators=(",", ":")).encode(),
+              st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=20)), max_size=4)),
+    st.just(b"{}"), st.binary(max_size=40), st.builds(lambda b: b" \n" + b + b"\t", st.just(b'{"a":1}')),
+)
+
+
+@pytest.mark.skipif(spool_module._chain is None, reason="the C extension was not built")  # noqa: SLF001
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.uuids().map(str), bodies), max_size=30), st.integers(0, 10**12),
+       st.one_of(st.just(""), st.text("0123456789abcdef", min_size=64, max_size=64)))
+def test_the_c_chain_writes_what_the_python_chain_writes(items: list[tuple[str, bytes]], seq: int,
+                                                         prev: str) -> None:
+    values, count, size, head = spool_module._chain.chain_frame(pack_items(items), seq, prev, 12.5)  # noqa: SLF001
+    rows, last = spool_module.chain(items, seq, prev)
+    assert values == [v for eid, body in rows for v in (eid, body, 12.5)]
+    assert (count, size, head) == (len(rows), sum(len(b) for _, b in rows), last)
+
+
+def test_a_packed_batch_is_chained_on_from_the_spools_head_and_counted(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db") as spool:
+        spool_events(spool, [heartbeat_like(i) for i in range(3)])
+        packed = [(e.id, ev.encode(e)) for e in (heartbeat_like(i) for i in range(3, 8))]
+        assert spool.put_packed(pack_items(packed)) == 5
+        links = chained(spool)
+        assert spool.stats().depth == 8
+    assert_unbroken(links)
+    assert [json.loads(body)["payload"]["line"] for *_, body in links] == list(range(8))
+
+
+def test_a_packed_batch_past_the_bound_follows_the_overflow_policy(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db", max_events=4, overflow="drop_newest") as spool:
+        packed = [(e.id, ev.encode(e)) for e in (heartbeat_like(i) for i in range(6))]
+        assert spool.put_packed(pack_items(packed)) == 4
+        links = chained(spool)
+        assert spool.stats().dropped == 2
+    assert_unbroken(links)
+    with Spool(tmp_path / "b.db", max_events=4, overflow="block") as spool, pytest.raises(SpoolFull):
+        spool.put_packed(pack_items(packed))
+
+
+def test_the_c_chain_is_built_and_used() -> None:
+    """`pip install -e .` builds it (setup.py); if this fails, check that gcc, the Python headers and OpenSSL's
+    headers (Debian: libssl-dev) exist."""
+    assert spool_module._chain is not None  # noqa: SLF001
