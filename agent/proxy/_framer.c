@@ -89,15 +89,122 @@ get_u32(const char *p)
     return ((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) | ((uint32_t)u[2] << 8) | (uint32_t)u[3];
 }
 
+/* Where every lane of a proxy writes its finished events: one buffer in spoolproc's frame item format, taken by
+   the audit writer (agent/proxy/writer.py) a batch at a time, so that no Python call is made per statement.
+   `wake(soon)` tells the writer there is something to take: `soon` when a batch is full. */
+typedef struct {
+    PyObject_HEAD
+    Buf out;
+    Py_ssize_t count;
+    Py_ssize_t batch;
+    PyObject *wake;
+} Outbox;
+
+static int
+outbox_added(Outbox *o)
+{
+    o->count++;
+    if (o->count != 1 && o->count != o->batch)
+        return 0;
+    PyObject *r = PyObject_CallOneArg(o->wake, o->count == o->batch ? Py_True : Py_False);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+Outbox_init(Outbox *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"wake", "batch", NULL};
+    PyObject *wake;
+    Py_ssize_t batch = 256;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n", kwlist, &wake, &batch))
+        return -1;
+    Py_XSETREF(self->wake, Py_NewRef(wake));
+    self->batch = batch > 1 ? batch : 2;
+    return 0;
+}
+
+static PyObject *
+Outbox_take(Outbox *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->count == 0)
+        Py_RETURN_NONE;
+    PyObject *blob = PyBytes_FromStringAndSize(self->out.data, self->out.len);
+    if (blob == NULL)
+        return NULL;
+    PyObject *r = Py_BuildValue("(Nn)", blob, self->count);
+    if (r == NULL)
+        return NULL;
+    self->out.len = 0;
+    self->count = 0;
+    if (self->out.cap > (1 << 22)) { /* give back what a burst made it grow to */
+        PyMem_Free(self->out.data);
+        self->out.data = NULL;
+        self->out.cap = 0;
+    }
+    return r;
+}
+
+static int
+Outbox_traverse(Outbox *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->wake);
+    return 0;
+}
+
+static int
+Outbox_clear(Outbox *self)
+{
+    Py_CLEAR(self->wake);
+    return 0;
+}
+
+static void
+Outbox_dealloc(Outbox *self)
+{
+    PyObject_GC_UnTrack(self);
+    Outbox_clear(self);
+    PyMem_Free(self->out.data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Outbox_methods[] = {
+    {"take", (PyCFunction)Outbox_take, METH_NOARGS, "(frame item bytes, count) of all the events written, or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Outbox_members[] = {
+    {"count", T_PYSSIZET, offsetof(Outbox, count), READONLY, "events waiting to be taken"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject OutboxType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agent.proxy._framer.Outbox",
+    .tp_doc = "Outbox(wake, batch=256): where lanes write their events (see above)",
+    .tp_basicsize = sizeof(Outbox),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Outbox_init,
+    .tp_dealloc = (destructor)Outbox_dealloc,
+    .tp_traverse = (traverseproc)Outbox_traverse,
+    .tp_clear = (inquiry)Outbox_clear,
+    .tp_methods = Outbox_methods,
+    .tp_members = Outbox_members,
+};
+
 typedef struct {
     PyObject_HEAD
     int enabled;            /* set by the Python side once the session is ready and fully audited */
     PyObject *client;       /* AuditSession.client_message */
     PyObject *server;       /* AuditSession.server_message */
     PyObject *rows_seen;    /* AuditSession.rows_seen(count, bytes) */
-    PyObject *adopt;        /* AuditSession.adopt_unnamed(prepared): the portal outlives the round trip */
+    PyObject *adopt;        /* AuditSession.adopt_unnamed(prepared or None): what the unnamed portal is now */
     PyObject *query_entry;  /* AuditSession.fast_query(sql bytes, shape bytes) -> (head, tail) or None */
-    PyObject *sink;         /* AuditWriter.packed(blob, count) */
+    Outbox *outbox;         /* the proxy's: where finished events go */
     PyObject *statements;   /* AuditSession.statements: name -> Prepared (its .fast: (head, tail) or None) */
     PyObject *portals;      /* AuditSession.portals */
     PyObject *slots;        /* AuditSession.slots (a deque) */
@@ -111,12 +218,10 @@ typedef struct {
     long long rows, bytes, counted;
     Buf held;               /* (kind:1, type:1, len:4, body) per held message; rows: (2, 'D', count:4, bytes:8) */
     Py_ssize_t rows_item;   /* where the held row count is, when it is the last item held; else -1 */
-    Buf out;                /* finished events, in spoolproc's frame format */
-    Py_ssize_t out_count;
     long long fast, gave_up; /* round trips written by the lane, and given back to Python */
 } Lane;
 
-static PyObject *str_fast;
+static PyObject *str_fast, *str_running, *str_empty;
 
 static double
 now(void)
@@ -253,12 +358,11 @@ write_event(Buf *out, PyObject *head, PyObject *tail, double started, double end
 static int
 lane_emit(Lane *L)
 {
-    if (write_event(&L->out, PyTuple_GET_ITEM(L->entry, 0), PyTuple_GET_ITEM(L->entry, 1), L->started, L->ended,
-                    L->rows, L->bytes, L->counted) < 0)
+    if (write_event(&L->outbox->out, PyTuple_GET_ITEM(L->entry, 0), PyTuple_GET_ITEM(L->entry, 1), L->started,
+                    L->ended, L->rows, L->bytes, L->counted) < 0)
         return -1;
-    L->out_count++;
     L->fast++;
-    return 0;
+    return outbox_added(L->outbox);
 }
 
 /* event(head, tail, started, ended, rows, bytes, counted): what the lane writes for a round trip, for tests. */
@@ -279,33 +383,6 @@ lane_event(PyObject *module, PyObject *args)
     PyObject *r = PyBytes_FromStringAndSize(out.data, out.len);
     PyMem_Free(out.data);
     return r;
-}
-
-/* Hand the finished events to the writer: before any call into the Python audit (which may emit events of its
-   own, and they must come after these) and at the end of every feed. */
-static int
-lane_flush(Lane *L)
-{
-    if (L->out_count == 0)
-        return 0;
-    PyObject *blob = PyBytes_FromStringAndSize(L->out.data, L->out.len);
-    if (blob == NULL)
-        return -1;
-    PyObject *count = PyLong_FromSsize_t(L->out_count);
-    L->out.len = 0;
-    L->out_count = 0;
-    if (count == NULL) {
-        Py_DECREF(blob);
-        return -1;
-    }
-    PyObject *args[2] = {blob, count};
-    PyObject *r = PyObject_Vectorcall(L->sink, args, 2, NULL);
-    Py_DECREF(blob);
-    Py_DECREF(count);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
 }
 
 static int
@@ -370,8 +447,6 @@ call3(PyObject *fn, int t, const char *body, Py_ssize_t len)
 static int
 lane_give_up(Lane *L)
 {
-    if (lane_flush(L) < 0)
-        return -1;
     if (L->spec == SPEC_NONE)
         return 0;
     L->gave_up++;
@@ -420,9 +495,24 @@ static int
 python_idle(Lane *L)
 {
     Py_ssize_t n = PyObject_Length(L->slots);
-    if (n < 0)
+    if (n != 0)
+        return n < 0 ? -1 : 0;
+    Py_ssize_t portals = PyDict_GET_SIZE(L->portals);
+    if (portals == 0)
+        return 1;
+    if (portals > 1)
+        return 0;
+    /* Inside a transaction the unnamed portal of the last statement lives on; a Bind replaces it, and the end of
+       the transaction drops it. A portal stopped at its row limit is the Python audit's to finish. */
+    PyObject *portal = PyDict_GetItemWithError(L->portals, str_empty);
+    if (portal == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *running = PyObject_GetAttr(portal, str_running);
+    if (running == NULL)
         return -1;
-    return n == 0 && PyDict_GET_SIZE(L->portals) == 0;
+    int idle = running == Py_None;
+    Py_DECREF(running);
+    return idle;
 }
 
 /* The shape of a simple query: its bytes with number and string literals as '?', or -1 when the text holds
@@ -528,8 +618,6 @@ lane_client(Lane *L, int t, const char *body, Py_ssize_t len)
     }
     if (L->spec != SPEC_NONE)
         return lane_give_up(L) < 0 ? -1 : 0;
-    if (lane_flush(L) < 0)
-        return -1;
     if (!L->enabled || (t != 'B' && t != 'Q'))
         return 0;
     int idle = python_idle(L);
@@ -653,7 +741,7 @@ static int
 lane_server(Lane *L, int t, const char *body, Py_ssize_t len)
 {
     if (L->spec == SPEC_NONE)
-        return lane_flush(L) < 0 ? -1 : 0;
+        return 0;
     if (t == 'N' || t == 'A') /* notices and notifications: the Python audit passes over them too */
         return 1;
     if (L->spec == SPEC_BIND) {
@@ -678,9 +766,13 @@ lane_server(Lane *L, int t, const char *body, Py_ssize_t len)
         return hold(L, HELD_SERVER, t, body, len) < 0 ? -1 : 1;
     }
     if (t == 'Z' && L->sstage == 2 && L->cstage == 3 && len == 1) {
-        if (L->spec == SPEC_BIND && body[0] != 'I') {
-            /* still in a transaction: the unnamed portal lives on, and the Python audit must know it */
-            PyObject *r = PyObject_CallOneArg(L->adopt, L->prepared);
+        PyObject *portal = NULL; /* what the unnamed portal is now, for the Python audit's portals */
+        if (body[0] != 'I' && L->spec == SPEC_BIND)
+            portal = L->prepared; /* still in a transaction: the unnamed portal lives on */
+        else if (body[0] == 'I' && PyDict_GET_SIZE(L->portals))
+            portal = Py_None; /* the transaction ended: so did the portal of its last statement */
+        if (portal != NULL) {
+            PyObject *r = PyObject_CallOneArg(L->adopt, portal);
             if (r == NULL)
                 return -1;
             Py_DECREF(r);
@@ -705,14 +797,14 @@ lane_row(Lane *L, long long length)
 static int
 Lane_init(Lane *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"client", "server", "rows_seen", "adopt", "query_entry", "sink", "statements", "portals",
-                             "slots", NULL};
+    static char *kwlist[] = {"client", "server", "rows_seen", "adopt", "query_entry", "outbox", "statements",
+                             "portals", "slots", NULL};
     PyObject *o[9];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOO!O!O", kwlist, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
-                                     &PyDict_Type, &o[6], &PyDict_Type, &o[7], &o[8]))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOO!O!O!O", kwlist, &o[0], &o[1], &o[2], &o[3], &o[4],
+                                     &OutboxType, &o[5], &PyDict_Type, &o[6], &PyDict_Type, &o[7], &o[8]))
         return -1;
     PyObject **dst[9] = {&self->client, &self->server, &self->rows_seen, &self->adopt, &self->query_entry,
-                         &self->sink, &self->statements, &self->portals, &self->slots};
+                         (PyObject **)&self->outbox, &self->statements, &self->portals, &self->slots};
     for (int i = 0; i < 9; i++) {
         Py_INCREF(o[i]);
         Py_XSETREF(*dst[i], o[i]);
@@ -732,7 +824,7 @@ Lane_traverse(Lane *self, visitproc visit, void *arg)
     Py_VISIT(self->rows_seen);
     Py_VISIT(self->adopt);
     Py_VISIT(self->query_entry);
-    Py_VISIT(self->sink);
+    Py_VISIT(self->outbox);
     Py_VISIT(self->statements);
     Py_VISIT(self->portals);
     Py_VISIT(self->slots);
@@ -750,7 +842,7 @@ Lane_clear(Lane *self)
     Py_CLEAR(self->rows_seen);
     Py_CLEAR(self->adopt);
     Py_CLEAR(self->query_entry);
-    Py_CLEAR(self->sink);
+    Py_CLEAR(self->outbox);
     Py_CLEAR(self->statements);
     Py_CLEAR(self->portals);
     Py_CLEAR(self->slots);
@@ -766,7 +858,6 @@ Lane_dealloc(Lane *self)
     PyObject_GC_UnTrack(self);
     Lane_clear(self);
     PyMem_Free(self->held.data);
-    PyMem_Free(self->out.data);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -810,8 +901,7 @@ Lane_get_holding(Lane *self, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef Lane_methods[] = {
-    {"give_up", (PyCFunction)Lane_give_up, METH_NOARGS,
-     "Hand finished events to the sink and what is held to the Python audit."},
+    {"give_up", (PyCFunction)Lane_give_up, METH_NOARGS, "Hand what is held to the Python audit."},
     {"set_query", (PyCFunction)Lane_set_query, METH_VARARGS,
      "set_query(shape, (head, tail)): the lane may take simple queries of this shape from now on."},
     {"forget_queries", (PyCFunction)Lane_forget_queries, METH_NOARGS,
@@ -834,7 +924,7 @@ static PyGetSetDef Lane_getset[] = {
 static PyTypeObject LaneType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "agent.proxy._framer.Lane",
-    .tp_doc = "Lane(client, server, rows_seen, adopt, query_entry, sink, statements, portals, slots): see the top "
+    .tp_doc = "Lane(client, server, rows_seen, adopt, query_entry, outbox, statements, portals, slots): see the top "
               "of the lane's section in agent/proxy/_framer.c",
     .tp_basicsize = sizeof(Lane),
     .tp_itemsize = 0,
@@ -1091,8 +1181,6 @@ Framer_feed(Framer *self, PyObject *arg)
     }
     result = Py_None;
 done:
-    if (result != NULL && self->lane != NULL && lane_flush(self->lane) < 0)
-        result = NULL;
     Py_XDECREF(joined);
     PyBuffer_Release(&view);
     Py_XINCREF(result);
@@ -1140,10 +1228,12 @@ static struct PyModuleDef framer_module = {
 PyMODINIT_FUNC
 PyInit__framer(void)
 {
-    if (PyType_Ready(&FramerType) < 0 || PyType_Ready(&LaneType) < 0)
+    if (PyType_Ready(&FramerType) < 0 || PyType_Ready(&LaneType) < 0 || PyType_Ready(&OutboxType) < 0)
         return NULL;
     str_fast = PyUnicode_InternFromString("fast");
-    if (str_fast == NULL)
+    str_running = PyUnicode_InternFromString("running");
+    str_empty = PyBytes_FromStringAndSize("", 0);
+    if (str_fast == NULL || str_running == NULL || str_empty == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&framer_module);
     if (m == NULL)
@@ -1151,6 +1241,12 @@ PyInit__framer(void)
     Py_INCREF(&FramerType);
     if (PyModule_AddObject(m, "Framer", (PyObject *)&FramerType) < 0) {
         Py_DECREF(&FramerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&OutboxType);
+    if (PyModule_AddObject(m, "Outbox", (PyObject *)&OutboxType) < 0) {
+        Py_DECREF(&OutboxType);
         Py_DECREF(m);
         return NULL;
     }

@@ -277,9 +277,13 @@ class AuditSession:
                 rec.rows += count
                 rec.bytes += size
 
-    def adopt_unnamed(self, prepared: Prepared) -> None:
-        """The lane ran `prepared` through the unnamed portal inside a transaction: the portal lives on."""
-        self.portals[b""] = Portal(prepared, None, self.syncs)
+    def adopt_unnamed(self, prepared: Prepared | None) -> None:
+        """The lane ran `prepared` through the unnamed portal inside a transaction: the portal lives on (it
+        replaces the one before). None: a transaction ended in the lane, and with it the unnamed portal."""
+        if prepared is None:
+            self.portals.pop(b"", None)
+        else:
+            self.portals[b""] = Portal(prepared, None, self.syncs)
 
     def _application_changed(self) -> None:
         """Templates carry the application name: make them again."""

@@ -124,10 +124,10 @@ class PyFramer:
 
 try:
     from agent.proxy._framer import Framer as _CFramer
-    from agent.proxy._framer import Lane
+    from agent.proxy._framer import Lane, Outbox
 except ImportError:  # pragma: no cover - the extension is optional (see setup.py)
     _CFramer = None
-    Lane = None
+    Lane = Outbox = None
 Framer: type[PyFramer] = _CFramer if _CFramer is not None else PyFramer  # type: ignore[assignment]
 
 

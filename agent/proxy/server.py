@@ -73,7 +73,7 @@ class ProxyServer:
                                   exclude_objects=config.exclude_objects,
                                   sink=SpoolProcess(spool, spool_process) if spool_process else None)
         # The lane (agent/proxy/_framer.c) writes the events of common round trips without the Python audit.
-        self.lane = config.lane and w.Lane is not None
+        self.lane = config.lane and self.writer.outbox is not None
         self.end_user_keys = tuple(config.end_user_keys)
         self._app_user = re.compile(config.end_user_from_application_name) \
             if config.end_user_from_application_name else None

@@ -31,6 +31,7 @@ from agent.errors import SpoolFull
 from agent.events import Actor, DbSession, DbSessionPayload, Envelope, Source, encode, new_event
 from agent.proxy.audit import QueryRecord, SessionInfo
 from agent.proxy.encode import QueryEncoder
+from agent.proxy.pgwire import Outbox
 from agent.proxy.analysis import Analysis
 from agent.proxy.spoolproc import Packed, SpoolProcess, pack_items, unpack
 from agent.proxy.spoolproc import frame as frame_of
@@ -100,10 +101,14 @@ class AuditWriter:
         self._frame: memoryview | None = None  # the rest of a frame the pipe did not take yet
         self._frame_items: list[bytes] = []  # its parts, to send again to a new child
         self._watched: int | None = None  # the pipe the event loop watches for room, while a frame waits
+        # Where the lanes (agent/proxy/_framer.c) write their events; None without the C extension.
+        self.outbox = Outbox(self._wake, batch_loop) if Outbox is not None else None
 
     # -- called on the event loop ---------------------------------------------------------------------------
 
     def query(self, rec: QueryRecord) -> None:
+        if self.outbox is not None and self.outbox.count:
+            self._drain()
         q = self._queue
         if len(q) >= self.max_pending:
             self.shed += 1
@@ -117,6 +122,8 @@ class AuditWriter:
                 self._loop.call_soon(self._tick)
 
     def session(self, info: SessionInfo, phase: str, error_code: str | None = None) -> None:
+        if self.outbox is not None and self.outbox.count:
+            self._drain()
         if len(self._queue) >= self.max_pending:
             self.shed += 1
             return
@@ -124,18 +131,30 @@ class AuditWriter:
         if self._loop is not None and self._timer is None:
             self._timer = self._loop.call_later(self.interval, self._tick)
 
-    def packed(self, blob: bytes, count: int) -> None:
-        """Events the lane (agent/proxy/_framer.c) wrote, already in the spool process's frame format."""
-        if len(self._queue) >= self.max_pending:
-            self.shed += count
+    def _wake(self, soon: bool) -> None:
+        """The outbox holds events (a full batch when `soon`): take them at the next tick."""
+        loop = self._loop
+        if loop is None:
             return
-        self._queue.append(Packed(blob, count))
-        if self._loop is not None and self._timer is None:
-            self._timer = self._loop.call_later(self.interval, self._tick)
+        if soon:
+            if not self._soon and self._frame is None:
+                self._soon = True
+                loop.call_soon(self._tick)
+        elif self._timer is None:
+            self._timer = loop.call_later(self.interval, self._tick)
+
+    def _drain(self) -> None:
+        """The lanes' events into the queue, before anything queued after them."""
+        got = self.outbox.take()  # type: ignore[union-attr]
+        if got is not None:
+            if len(self._queue) >= self.max_pending:
+                self.shed += got[1]
+            else:
+                self._queue.append(Packed(*got))
 
     def template(self, info: SessionInfo, analysis: Analysis, end_user: str | None) -> tuple[bytes, bytes] | None:
-        """The event template of a statement the lane may write events of; None for one excluded by object
-        (its events are counted as excluded, which the Python path does)."""
+        """The event template of a statement a lane may write events of (into `outbox`); None for one excluded
+        by object (its events are counted as excluded, which the Python path does)."""
         if self.exclude_objects and self._excluded(analysis, analysis) is not None:
             return None
         return self._encoder.template(info, info.application_name, analysis, analysis, end_user)
@@ -197,6 +216,8 @@ class AuditWriter:
             if self._frame is not None:
                 if not self._send_rest():
                     return
+            if self.outbox is not None and self.outbox.count:
+                self._drain()
             if not q:
                 return
             items = [q.popleft() for _ in range(min(len(q), self.batch))]
@@ -256,6 +277,8 @@ class AuditWriter:
         done = 0
         q = self._queue
         with self._flushing:
+            if self.outbox is not None and self.outbox.count:
+                self._drain()
             if self._frame is not None and self.sink is not None:  # the rest of the event loop's last batch
                 rest, parts = bytes(self._frame), self._frame_items
                 self._frame, self._frame_items = None, []
