@@ -97,6 +97,8 @@ typedef struct {
     Buf out;
     Py_ssize_t count;
     Py_ssize_t batch;
+    Py_ssize_t limit; /* events held at most: past it, new ones are shed and counted (the spool process is stuck) */
+    long long shed;
     PyObject *wake;
 } Outbox;
 
@@ -116,13 +118,14 @@ outbox_added(Outbox *o)
 static int
 Outbox_init(Outbox *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"wake", "batch", NULL};
+    static char *kwlist[] = {"wake", "batch", "limit", NULL};
     PyObject *wake;
-    Py_ssize_t batch = 256;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n", kwlist, &wake, &batch))
+    Py_ssize_t batch = 256, limit = 200000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nn", kwlist, &wake, &batch, &limit))
         return -1;
     Py_XSETREF(self->wake, Py_NewRef(wake));
     self->batch = batch > 1 ? batch : 2;
+    self->limit = limit > self->batch ? limit : self->batch;
     return 0;
 }
 
@@ -177,13 +180,14 @@ static PyMethodDef Outbox_methods[] = {
 
 static PyMemberDef Outbox_members[] = {
     {"count", T_PYSSIZET, offsetof(Outbox, count), READONLY, "events waiting to be taken"},
+    {"shed", T_LONGLONG, offsetof(Outbox, shed), READONLY, "events not written because `limit` were waiting"},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject OutboxType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "agent.proxy._framer.Outbox",
-    .tp_doc = "Outbox(wake, batch=256): where lanes write their events (see above)",
+    .tp_doc = "Outbox(wake, batch=256, limit=200000): where lanes write their events (see above)",
     .tp_basicsize = sizeof(Outbox),
     .tp_itemsize = 0,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -358,10 +362,14 @@ write_event(Buf *out, PyObject *head, PyObject *tail, double started, double end
 static int
 lane_emit(Lane *L)
 {
+    L->fast++;
+    if (L->outbox->count >= L->outbox->limit) {
+        L->outbox->shed++;
+        return 0;
+    }
     if (write_event(&L->outbox->out, PyTuple_GET_ITEM(L->entry, 0), PyTuple_GET_ITEM(L->entry, 1), L->started,
                     L->ended, L->rows, L->bytes, L->counted) < 0)
         return -1;
-    L->fast++;
     return outbox_added(L->outbox);
 }
 
@@ -1111,8 +1119,8 @@ Framer_feed(Framer *self, PyObject *arg)
             else if (whole && length <= limit)
                 r = self->side ? lane_server(lane, t, (const char *)data + pos + 5, (Py_ssize_t)(length - 4))
                                : lane_client(lane, t, (const char *)data + pos + 5, (Py_ssize_t)(length - 4));
-            else if (length > limit)
-                r = lane_give_up(lane); /* longer than the cap: the Python audit decides */
+            else if (length > limit || (t == 0x64 && lane->spec != SPEC_NONE))
+                r = lane_give_up(lane); /* longer than the cap, or CopyData to skip: the Python audit's */
             if (r < 0)
                 goto done;
             if (r) {

@@ -28,7 +28,7 @@ _EMPTY = Analysis("", "", "UNKNOWN", unknown=("statement",))
 # Message types as module constants: the handlers below compare each message against several of them.
 _B, _E, _S, _P, _Q, _D, _C, _F = w.B, w.E, w.S, w.P, w.Q, w.D, w.C, w.F
 _DATA_ROW, _COMMAND_COMPLETE, _READY, _ROW_DESCRIPTION = w.DATA_ROW, w.COMMAND_COMPLETE, w.READY, w.ROW_DESCRIPTION
-_NO_DATA = w.NO_DATA
+_NO_DATA, _COPY_DATA = w.NO_DATA, w.COPY_DATA
 
 
 @dataclass(slots=True)
@@ -139,8 +139,8 @@ class AuditSession:
         self.template = template
         self.lane: object | None = None  # the session's Lane, when the proxy gave it one
         self._shape: tuple[bytes, Analysis, str | None] | None = None  # a simple query the lane asked about
-        if template is not None and self.keys is not None:
-            self.keys.watch(self._keys_learned)
+        if self.keys is not None:
+            self.keys.watch(self)
         self._plans: dict[tuple[int, int, tuple[int, ...] | None], tuple[object, object, KeyPlan | None]] = {}
 
     # -- client → server ------------------------------------------------------------------------------------
@@ -261,8 +261,9 @@ class AuditSession:
                 prepared.columns = ()
         prepared.fast = self._fast(prepared.analysis, prepared.end_user, prepared.result)
 
-    def _keys_learned(self) -> None:
-        """A key column was learned, so an alias of it now counts: judge the templates again."""
+    def keys_learned(self) -> None:
+        """A key column was learned, so an alias of it now counts: plan results again, judge templates again."""
+        self._plans.clear()
         for prepared in self.statements.values():
             if prepared.fast is not None:
                 prepared.fast = self._fast(prepared.analysis, prepared.end_user, prepared.result)
@@ -332,16 +333,20 @@ class AuditSession:
     # -- server → client ------------------------------------------------------------------------------------
 
     def wants(self, t: int) -> bool:
-        """Whether a DataRow's body is needed (it holds customer-key columns) or only its size."""
-        if t == w.DATA_ROW and self.keys is not None and self.slots:
-            rec = self.slots[0].rec
-            if rec is None:
-                return False
-            if not rec.planned and rec.portal is not None:
-                portal = rec.portal
-                rec.plan = self._plan(portal.columns or portal.prepared.columns, rec, portal.formats)
-            return rec.plan is not None
-        return False
+        """Whether a message's body is needed or only its size: a DataRow's only when it holds customer-key
+        columns, CopyData's never, every other message's always (the framer asks for a message that arrives in
+        more than one read, and skips what is not wanted: a CommandComplete cut by a read must still count)."""
+        if t == _DATA_ROW:
+            if self.keys is not None and self.slots:
+                rec = self.slots[0].rec
+                if rec is None:
+                    return False
+                if not rec.planned and rec.portal is not None:
+                    portal = rec.portal
+                    rec.plan = self._plan(portal.columns or portal.prepared.columns, rec, portal.formats)
+                return rec.plan is not None
+            return False
+        return t != _COPY_DATA
 
     def skipped(self, t: int, length: int) -> None:
         if self.slots:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import hmac
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Protocol
 from dataclasses import dataclass
 
 from agent.customer_keys import CustomerKeyError, normalise_customer_id
@@ -35,6 +36,10 @@ def hash_key(secret: bytes, value: str) -> str:
     except CustomerKeyError:
         text = value
     return hmac.digest(secret, text.encode("utf-8"), "sha256").hex()
+
+
+class Learner(Protocol):
+    def keys_learned(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +64,7 @@ class KeyMatcher:
         self._key_attrs: set[tuple[str, int, int]] = set()  # (database, table oid, attnum) of key columns
         self.unreadable = 0  # values in a format this reader does not know
         self._owners = frozenset(self.keys.values())
-        self._watchers: set[weakref.WeakMethod[Callable[[], None]]] = set()
+        self._watchers: weakref.WeakSet[Learner] = weakref.WeakSet()
 
     @property
     def active(self) -> bool:
@@ -84,18 +89,14 @@ class KeyMatcher:
         names, attrs = self.keys, self._key_attrs
         return any(c.table_oid and (c.name in names or (database, c.table_oid, c.attnum) in attrs) for c in columns)
 
-    def watch(self, on_learned: Callable[[], None]) -> None:
-        """Call `on_learned` when a key column is learned (an alias of it then counts): the lane's templates of
-        results that held no key so far must be checked again. Held weakly (a bound method of a session)."""
-        self._watchers.add(weakref.WeakMethod(on_learned))  # type: ignore[arg-type]
+    def watch(self, session: Learner) -> None:
+        """Call `session.keys_learned()` when a key column is learned (an alias of it then counts): plans and
+        lane templates made before must be made again. Sessions are held weakly."""
+        self._watchers.add(session)
 
     def _learned(self) -> None:
-        for ref in list(self._watchers):
-            fn = ref()
-            if fn is None:
-                self._watchers.discard(ref)
-            else:
-                fn()
+        for session in list(self._watchers):
+            session.keys_learned()
 
     def plan(self, database: str, columns: tuple[Column, ...], data: Analysis | None,
              formats: tuple[int, ...] | None = None) -> KeyPlan | None:

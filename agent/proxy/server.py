@@ -222,8 +222,9 @@ class ProxyServer:
     def counters(self) -> dict[str, dict[str, int]]:
         out = {group: dict(values) for group, values in self._counts.items()}
         out["excluded"].update(self.writer.excluded)
-        if self.writer.shed:
-            out["shed"]["audit_queue_full"] = self.writer.shed
+        shed = self.writer.shed + (self.writer.outbox.shed if self.writer.outbox is not None else 0)
+        if shed:
+            out["shed"]["audit_queue_full"] = shed
         if self.writer.errors:
             out["errors"]["writer"] = self.writer.errors
         if self.writer.sink is not None and self.writer.sink.restarts:

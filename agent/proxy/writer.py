@@ -102,7 +102,7 @@ class AuditWriter:
         self._frame_items: list[bytes] = []  # its parts, to send again to a new child
         self._watched: int | None = None  # the pipe the event loop watches for room, while a frame waits
         # Where the lanes (agent/proxy/_framer.c) write their events; None without the C extension.
-        self.outbox = Outbox(self._wake, batch_loop) if Outbox is not None else None
+        self.outbox = Outbox(self._wake, batch_loop, max_pending) if Outbox is not None else None
 
     # -- called on the event loop ---------------------------------------------------------------------------
 
@@ -213,11 +213,11 @@ class AuditWriter:
         """Encode and send batches until the queue is empty or the pipe is full (then wait for it to drain)."""
         q = self._queue
         while True:
+            if self.outbox is not None and self.outbox.count:
+                self._drain()  # into the bounded queue, even while a frame waits for the pipe
             if self._frame is not None:
                 if not self._send_rest():
                     return
-            if self.outbox is not None and self.outbox.count:
-                self._drain()
             if not q:
                 return
             items = [q.popleft() for _ in range(min(len(q), self.batch))]
