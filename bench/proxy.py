@@ -48,6 +48,7 @@ class Result:
     tps: float
     transactions: int
     cpu_us_per_statement: float | None = None
+    spool_us_per_statement: float | None = None  # the proxy's spool process's share of the above
     events: int | None = None
 
 
@@ -153,14 +154,22 @@ def pgbench(port: int, script: str, mode: str, clients: int, seconds: int) -> tu
 
 def cpu_seconds(ps: psutil.Process) -> float:
     """User + system time of the process and its children (the proxy's spool writer is a child process)."""
-    total = 0.0
+    return sum(split_cpu_seconds(ps))
+
+
+def split_cpu_seconds(ps: psutil.Process) -> tuple[float, float]:
+    """(the process's user + system time, its children's)."""
+    own = children = 0.0
     for p in [ps, *ps.children(recursive=True)]:
         try:
             t = p.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += t.user + t.system
-    return total
+        if p.pid == ps.pid:
+            own += t.user + t.system
+        else:
+            children += t.user + t.system
+    return own, children
 
 
 def run(args: argparse.Namespace) -> list[Result]:
@@ -187,12 +196,14 @@ def run(args: argparse.Namespace) -> list[Result]:
                     trees = [("proxy", ROOT)] + ([("proxy-before", args.before)] if args.before else [])
                     for target, root in trees:
                         proxy = Proxy(work, root)
-                        before = cpu_seconds(proxy.ps)
+                        before = split_cpu_seconds(proxy.ps)
                         tps, done = pgbench(proxy.port, script, mode, clients, args.seconds)
-                        used = cpu_seconds(proxy.ps) - before
+                        after = split_cpu_seconds(proxy.ps)
+                        used, spool = sum(after) - sum(before), after[1] - before[1]
                         events = proxy.stop()
+                        stmts = max(done * per_tx, 1)
                         results.append(Result(script, mode, clients, target, tps, done,
-                                              round(used * 1e6 / max(done * per_tx, 1), 1), events))
+                                              round(used * 1e6 / stmts, 1), events, round(spool * 1e6 / stmts, 1)))
                     print(table(results[-2 - len(trees):], header=len(results) == 2 + len(trees)), flush=True)
     finally:
         bouncer.stop()
@@ -207,10 +218,11 @@ def table(results: list[Result], header: bool = True) -> str:
     compared = any(r.target == "proxy-before" for r in results)
     if header:
         rows += ["| script | mode | clients | direct TPS | pgbouncer TPS | proxy TPS | pgbouncer/direct | "
-                 "proxy/direct | proxy/pgbouncer | pgbouncer CPU µs/stmt | proxy CPU µs/stmt | proxy events/stmts |"
+                 "proxy/direct | proxy/pgbouncer | pgbouncer CPU µs/stmt | proxy CPU µs/stmt | of which spool process | "
+                 "proxy events/stmts |"
                  + (" before: proxy TPS | before: proxy/pgbouncer | before: CPU µs/stmt | before: events/stmts |"
                     if compared else ""),
-                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" * 4 if compared else "")]
+                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" * 4 if compared else "")]
     for script, mode, clients in dict.fromkeys((r.script, r.mode, r.clients) for r in results):
         d, b, p = (by.get((script, mode, clients, t)) for t in ("direct", "pgbouncer", "proxy"))
         if not (d and b and p):
@@ -218,7 +230,8 @@ def table(results: list[Result], header: bool = True) -> str:
         stmts = p.transactions * STATEMENTS[script]
         rows.append(f"| {script} | {mode} | {clients} | {d.tps:.0f} | {b.tps:.0f} | {p.tps:.0f} | "
                     f"{b.tps / d.tps:.2f} | {p.tps / d.tps:.2f} | **{p.tps / b.tps:.2f}** | "
-                    f"{b.cpu_us_per_statement} | {p.cpu_us_per_statement} | {p.events}/{stmts} |")
+                    f"{b.cpu_us_per_statement} | {p.cpu_us_per_statement} | {p.spool_us_per_statement} | "
+                    f"{p.events}/{stmts} |")
         q = by.get((script, mode, clients, "proxy-before"))
         if compared and q is not None:
             rows[-1] += (f" {q.tps:.0f} | **{q.tps / b.tps:.2f}** | {q.cpu_us_per_statement} | "

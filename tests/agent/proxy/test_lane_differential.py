@@ -245,3 +245,35 @@ def test_a_message_cut_right_after_its_header_is_still_read(lane: bool) -> None:
         assert run([trip], [], points, lane=lane) == whole, at
     assert whole == [("SELECT label FROM items WHERE id = ?", "SELECT", ("public.items",), 2, 24, None, (), None,
                       "app", None)]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.one_of(
+    st.binary(max_size=64),
+    st.sampled_from([t.client for t in (prepared(0, 1, True, b"I", -1, 0), query(1, 5, 1, False, b"I", None))]),
+    st.sampled_from([t.server for t in (prepared(0, 2, True, b"T", 1, 0), query(0, 5, 2, True, b"I", "x"))]),
+)), max_size=30))
+def test_the_lane_survives_arbitrary_bytes(chunks: list[tuple[bool, bytes]]) -> None:
+    """Garbage mixed with real messages, in both directions: the lane and the audit raise at most the errors the
+    proxy counts as a failed audit, and never crash the process."""
+    info = SessionInfo("s", "pg", "127.0.0.1", 1, "127.0.0.1", 5432, database="bank", user="u")
+    encoder = QueryEncoder(Source(type="proxy", name="pg"), "host")
+    audit = AuditSession(info, ANALYSER, KeyMatcher(["public.customers.customer_id"], b"k"), lambda rec: None,
+                         template=lambda i, a, u: encoder.template(i, i.application_name, a, a, u))
+    outbox = w.Outbox(lambda soon: None, 4, 100)
+    lane = w.Lane(audit.client_message, audit.server_message, audit.rows_seen, audit.adopt_unnamed,
+                  audit.fast_query, outbox, audit.statements, audit.portals, audit.slots)
+    framers = {False: w.Framer(audit.client_message, CLIENT_NEEDED.__contains__, lambda t, n: None, 256, lane, 0),
+               True: w.Framer(audit.server_message, audit.wants, audit.skipped, 256, lane, 1)}
+    framers[True].feed(prepare_all().server)
+    lane.enabled = 1
+    broken = set()
+    for server, data in chunks:
+        if server in broken:
+            continue
+        try:
+            framers[server].feed(data)
+        except (w.ProtocolError, struct.error, IndexError, ValueError, UnicodeDecodeError):
+            broken.add(server)  # the proxy stops auditing the session here (see ClientSide.audit_fault)
+    while outbox.take() is not None:
+        pass
