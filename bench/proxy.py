@@ -48,8 +48,8 @@ class Result:
     tps: float
     transactions: int
     cpu_us_per_statement: float | None = None
-    spool_us_per_statement: float | None = None  # the proxy's spool process's share of the above
     events: int | None = None
+    spool_us_per_statement: float | None = None  # the proxy's spool process's share of cpu_us_per_statement
 
 
 def free_port() -> int:
@@ -203,7 +203,8 @@ def run(args: argparse.Namespace) -> list[Result]:
                         events = proxy.stop()
                         stmts = max(done * per_tx, 1)
                         results.append(Result(script, mode, clients, target, tps, done,
-                                              round(used * 1e6 / stmts, 1), events, round(spool * 1e6 / stmts, 1)))
+                                              round(used * 1e6 / stmts, 1), events=events,
+                                              spool_us_per_statement=round(spool * 1e6 / stmts, 1)))
                     print(table(results[-2 - len(trees):], header=len(results) == 2 + len(trees)), flush=True)
     finally:
         bouncer.stop()
