@@ -1,7 +1,7 @@
 """pgbench through the custos proxy (full auditing on) against direct and pgbouncer, all in one run.
 
     python -m bench.proxy [--seconds 10] [--scale 10] [--clients 1,8,32] [--modes prepared,simple]
-                          [--before TREE]
+                          [--scripts select-only,tpcb-like] [--before TREE]
 
 For every script (select-only `-S`, TPC-B-like), protocol mode and client count, the three targets run one after
 another (direct, pgbouncer in session mode, the proxy), so that they share the machine's conditions. Reported:
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     bouncer = PgBouncer(work)
     results: list[Result] = []
     try:
-        for script in ("select-only", "tpcb-like"):
+        for script in args.scripts:
             for mode in args.modes:
                 for clients in args.clients:
                     per_tx = STATEMENTS[script]
@@ -246,11 +246,16 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=10, help="pgbench scale factor")
     parser.add_argument("--clients", default="1,8,32", help="client counts, comma-separated")
     parser.add_argument("--modes", default="prepared,simple", help="pgbench -M modes, comma-separated")
+    parser.add_argument("--scripts", default="select-only,tpcb-like", help="pgbench scripts, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--before", type=Path, help="also run the proxy from this source tree (an earlier commit)")
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     args.modes = args.modes.split(",")
+    args.scripts = args.scripts.split(",")
+    unknown = set(args.scripts) - set(STATEMENTS)
+    if unknown:
+        raise SystemExit(f"--scripts: {', '.join(sorted(unknown))} unknown; choose from {', '.join(STATEMENTS)}")
     load = os.getloadavg()
     print(f"# proxy benchmark: {os.cpu_count()} CPUs, load average before {load[0]:.2f}, "
           f"{args.seconds}s per run, scale {args.scale}\n", flush=True)
