@@ -123,13 +123,14 @@ class Debouncer:
         elif self.is_temporary(event.path):
             return
         else:
-            # Writing is what a modify event says; a close ends it. A create alone says nothing: the observer also
-            # reports files it found already written in a new directory, and a polled change or a re-scan will
-            # never be followed by a close. A writer still at work sends modify events of its own.
+            # Writing is what a modify event says, or the creation of a file (its writer has it open, and may take
+            # longer than `quiet` to write the first buffer); a close ends it. The observer's own "created" events
+            # for files it found already written in a new directory (synthetic) say nothing, and a polled change
+            # or a re-scan will never be followed by a close.
             writing: bool | None = None
             if event.kind == "closed" or event.closes_unseen:
                 writing = False  # closed, or we could never tell (and lost track of an earlier close)
-            elif event.kind == "modified":
+            elif event.kind == "modified" or (event.kind == "created" and not event.synthetic):
                 writing = True
             self._touch(event.path, "created" if event.kind == "created" else "modified", writing=writing)
 

@@ -47,6 +47,30 @@ def test_a_storm_of_modify_events_becomes_one_file_once_it_is_quiet(clock: Clock
     assert db.due() == [] and db.pending == {}
 
 
+def test_a_created_file_whose_first_write_is_slow_is_one_file_once_closed(clock: Clock) -> None:
+    """A writer that takes longer than `quiet` to fill its first buffer (a report generator on a busy machine)
+    still has the new file open: it is reported once, when closed, not once empty and once written."""
+    db = make(clock)
+    db.feed(ev("created", "/h/Downloads/report.csv"))
+    clock.advance(5)
+    assert db.due() == []
+    db.feed(ev("modified", "/h/Downloads/report.csv"))
+    db.feed(ev("closed", "/h/Downloads/report.csv"))
+    clock.advance(2.1)
+    [ready] = db.due()
+    assert (ready.path, ready.action) == ("/h/Downloads/report.csv", "created")
+    clock.advance(60)
+    assert db.due() == []
+
+
+def test_a_file_found_in_a_new_directory_settles_without_a_close(clock: Clock) -> None:
+    db = make(clock)
+    db.feed(ev("created", "/h/Downloads/newdir/found.csv", synthetic=True))
+    clock.advance(2.1)
+    [ready] = db.due()
+    assert ready.path == "/h/Downloads/newdir/found.csv"
+
+
 def test_atomic_save_is_one_created_file_under_the_final_name(clock: Clock) -> None:
     db = make(clock)
     for tmp in ("/h/Documents/lu12345.tmp", "/h/Documents/.goutputstream-AB12CD"):
