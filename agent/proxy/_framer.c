@@ -316,7 +316,7 @@ static int
 write_event(Buf *out, PyObject *head, PyObject *tail, double started, double ended, long long rows, long long bytes,
             long long counted)
 {
-    char id[37], ts[48], ms[48], nums[64];
+    char id[37], ts[48], ms[48], nums[96];
     if (next_id(started, id) < 0)
         return -1;
     int tsn = format_ts(started, ts, sizeof ts);
