@@ -90,7 +90,7 @@ def test_fast_ids_are_uuid7_of_each_events_millisecond_and_increase_with_time(ti
 @pytest.mark.skipif(_framer is None, reason="the C extension was not built")
 @settings(deadline=None)
 @given(statements, text.filter(bool), st.one_of(st.none(), text.filter(bool)), st.one_of(st.none(), text),
-       st.integers(0, 10**12), st.integers(0, 10**12), st.one_of(st.none(), st.integers(0, 10**12)),
+       st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1), st.one_of(st.none(), st.integers(0, 2**63 - 1)),
        st.floats(0, 1e6), st.floats(1e9, 2e9))
 def test_the_lanes_events_equal_the_python_encoding(sql: str, user: str, end_user: str | None, app: str | None,
                                                     rows: int, size: int, counted: int | None, duration: float,
