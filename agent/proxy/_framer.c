@@ -902,12 +902,6 @@ Lane_set_query(Lane *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-Lane_get_holding(Lane *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->spec != SPEC_NONE);
-}
-
 static PyMethodDef Lane_methods[] = {
     {"give_up", (PyCFunction)Lane_give_up, METH_NOARGS, "Hand what is held to the Python audit."},
     {"set_query", (PyCFunction)Lane_set_query, METH_VARARGS,
@@ -922,11 +916,6 @@ static PyMemberDef Lane_members[] = {
     {"fast", T_LONGLONG, offsetof(Lane, fast), READONLY, "round trips the lane wrote"},
     {"gave_up", T_LONGLONG, offsetof(Lane, gave_up), READONLY, "round trips it gave back to the Python audit"},
     {NULL, 0, 0, 0, NULL},
-};
-
-static PyGetSetDef Lane_getset[] = {
-    {"holding", (getter)Lane_get_holding, NULL, "whether a round trip is held now", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject LaneType = {
@@ -944,7 +933,6 @@ static PyTypeObject LaneType = {
     .tp_clear = (inquiry)Lane_clear,
     .tp_methods = Lane_methods,
     .tp_members = Lane_members,
-    .tp_getset = Lane_getset,
 };
 
 /* ------------------------------------------------------------------------------------------------------------ */

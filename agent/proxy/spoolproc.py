@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from agent.errors import SpoolFull
-from agent.spool import Spool, pack_items, unpack_items
-
-unpack = unpack_items
+from agent.spool import Spool, pack_items
 
 _LEN = struct.Struct("!I")
 COALESCE_BYTES = 4 << 20  # bytes of events at most in one spool transaction (about 5,000 db.query events)

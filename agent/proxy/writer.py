@@ -33,9 +33,9 @@ from agent.proxy.audit import QueryRecord, SessionInfo
 from agent.proxy.encode import QueryEncoder
 from agent.proxy.pgwire import Outbox
 from agent.proxy.analysis import Analysis
-from agent.proxy.spoolproc import Packed, SpoolProcess, pack_items, unpack
+from agent.proxy.spoolproc import Packed, SpoolProcess
 from agent.proxy.spoolproc import frame as frame_of
-from agent.spool import Spool
+from agent.spool import Spool, pack_items, unpack_items
 
 log = logging.getLogger("custos.proxy")
 HOST = socket.gethostname()
@@ -107,8 +107,7 @@ class AuditWriter:
     # -- called on the event loop ---------------------------------------------------------------------------
 
     def query(self, rec: QueryRecord) -> None:
-        if self.outbox is not None and self.outbox.count:
-            self._drain()
+        self._drain()
         q = self._queue
         if len(q) >= self.max_pending:
             self.shed += 1
@@ -122,8 +121,7 @@ class AuditWriter:
                 self._loop.call_soon(self._tick)
 
     def session(self, info: SessionInfo, phase: str, error_code: str | None = None) -> None:
-        if self.outbox is not None and self.outbox.count:
-            self._drain()
+        self._drain()
         if len(self._queue) >= self.max_pending:
             self.shed += 1
             return
@@ -145,7 +143,10 @@ class AuditWriter:
 
     def _drain(self) -> None:
         """The lanes' events into the queue, before anything queued after them."""
-        got = self.outbox.take()  # type: ignore[union-attr]
+        outbox = self.outbox
+        if outbox is None or not outbox.count:
+            return
+        got = outbox.take()
         if got is not None:
             if len(self._queue) >= self.max_pending:
                 self.shed += got[1]
@@ -213,8 +214,7 @@ class AuditWriter:
         """Encode and send batches until the queue is empty or the pipe is full (then wait for it to drain)."""
         q = self._queue
         while True:
-            if self.outbox is not None and self.outbox.count:
-                self._drain()  # into the bounded queue, even while a frame waits for the pipe
+            self._drain()  # into the bounded queue, even while a frame waits for the pipe
             if self._frame is not None:
                 if not self._send_rest():
                     return
@@ -277,8 +277,7 @@ class AuditWriter:
         done = 0
         q = self._queue
         with self._flushing:
-            if self.outbox is not None and self.outbox.count:
-                self._drain()
+            self._drain()
             if self._frame is not None and self.sink is not None:  # the rest of the event loop's last batch
                 rest, parts = bytes(self._frame), self._frame_items
                 self._frame, self._frame_items = None, []
@@ -287,7 +286,7 @@ class AuditWriter:
                         rest = frame_of(parts)
                     self.sink.send_all(rest)
                 except OSError:
-                    self._send(unpack(b"".join(parts)))
+                    self._send(unpack_items(b"".join(parts)))
             while q:
                 items = []
                 while q and len(items) < self.batch:
@@ -295,7 +294,7 @@ class AuditWriter:
                 events = []
                 for n, item in enumerate(items, 1):
                     if isinstance(item, Packed):
-                        events += unpack(item.blob)
+                        events += unpack_items(item.blob)
                         continue
                     event = self._item(item)
                     if event is not None:

@@ -14,7 +14,7 @@ from agent.events import Actor, DbQuery, DbQueryPayload, Source, decode, encode
 from agent.proxy.analysis import Analyser
 from agent.proxy.audit import QueryRecord, SessionInfo
 from agent.proxy.encode import QueryEncoder
-from agent.proxy.spoolproc import unpack
+from agent.spool import unpack_items as unpack
 from agent.proxy.writer import FastIds
 
 try:

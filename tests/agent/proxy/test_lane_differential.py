@@ -21,7 +21,7 @@ from agent.proxy.analysis import Analyser
 from agent.proxy.audit import AuditSession, QueryRecord, SessionInfo
 from agent.proxy.encode import QueryEncoder
 from agent.proxy.keys import KeyMatcher
-from agent.proxy.spoolproc import unpack
+from agent.spool import unpack_items as unpack
 
 pytestmark = pytest.mark.skipif(w.Lane is None, reason="the C extension was not built")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from agent.events import DbQuery, Source, decode
 from agent.proxy.analysis import Analyser
 from agent.proxy.audit import QueryRecord, SessionInfo
-from agent.proxy.spoolproc import unpack
+from agent.spool import unpack_items as unpack
 from agent.proxy.writer import AuditWriter
 from agent.spool import Spool
 
