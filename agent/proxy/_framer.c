@@ -32,6 +32,7 @@
    always the authority, and the lane only ever skips work whose outcome it knows.
    --------------------------------------------------------------------------------------------------------------- */
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <sys/random.h>
@@ -256,13 +257,48 @@ next_id(double when, char out[37])
     uint64_t ms = (uint64_t)(when * 1000.0) & ((1ULL << 48) - 1);
     uint64_t high = ms << 16 | 0x7ULL << 12 | ((rand >> 62) & 0xFFF);
     uint64_t low = (2ULL << 62) | (rand & ((1ULL << 62) - 1));
-    snprintf(out, 37, "%08llx-%04llx-%04llx-%04llx-%012llx", (unsigned long long)(high >> 32),
-             (unsigned long long)((high >> 16) & 0xFFFF), (unsigned long long)(high & 0xFFFF),
-             (unsigned long long)(low >> 48), (unsigned long long)(low & 0xFFFFFFFFFFFFULL));
+    /* 8-4-4-4-12 hex digits, by hand: snprintf's format parsing costs more than the rest of the event */
+    static const char hex[] = "0123456789abcdef";
+    int at = 36;
+    for (int i = 0; i < 12; i++, low >>= 4)
+        out[--at] = hex[low & 0xF];
+    out[--at] = '-';
+    for (int i = 0; i < 4; i++, low >>= 4)
+        out[--at] = hex[low & 0xF];
+    out[--at] = '-';
+    for (int i = 0; i < 4; i++, high >>= 4)
+        out[--at] = hex[high & 0xF];
+    out[--at] = '-';
+    for (int i = 0; i < 4; i++, high >>= 4)
+        out[--at] = hex[high & 0xF];
+    out[--at] = '-';
+    for (int i = 0; i < 8; i++, high >>= 4)
+        out[--at] = hex[high & 0xF];
+    out[36] = '\0';
     return 0;
 }
 
-/* "2026-11-27T13:18:33.123456Z" (with its quotes), as msgspec writes an aware UTC datetime. */
+/* Decimal digits of v at out; returns how many. */
+static int
+put_digits(char *out, unsigned long long v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* "2026-11-27T13:18:33.123456Z" (with its quotes), as msgspec writes an aware UTC datetime. The part up to the
+   second is made once per second. */
+static long long ts_second = LLONG_MIN;
+static char ts_prefix[40];
+static int ts_prefix_len;
+
 static int
 format_ts(double when, char *out, size_t size)
 {
@@ -273,15 +309,31 @@ format_ts(double when, char *out, size_t size)
         sec += 1;
         usec -= 1000000;
     }
-    time_t t = (time_t)sec;
-    struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL)
+    if (sec != ts_second) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        if (gmtime_r(&t, &tm) == NULL)
+            return -1;
+        int n = snprintf(ts_prefix, sizeof ts_prefix, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        if (n < 0 || n >= (int)sizeof ts_prefix)
+            return -1;
+        ts_prefix_len = n;
+        ts_second = sec;
+    }
+    if ((size_t)ts_prefix_len + 10 > size)
         return -1;
-    if (usec)
-        return snprintf(out, size, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\"", tm.tm_year + 1900, tm.tm_mon + 1,
-                        tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, usec);
-    return snprintf(out, size, "\"%04d-%02d-%02dT%02d:%02d:%02dZ\"", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                    tm.tm_hour, tm.tm_min, tm.tm_sec);
+    memcpy(out, ts_prefix, ts_prefix_len);
+    char *p = out + ts_prefix_len;
+    if (usec) {
+        *p++ = '.';
+        for (int i = 5; i >= 0; i--, usec /= 10)
+            p[i] = (char)('0' + usec % 10);
+        p += 6;
+    }
+    *p++ = 'Z';
+    *p++ = '"';
+    return (int)(p - out);
 }
 
 /* round(ms, 3) as msgspec writes a float: shortest form, at least one digit after the point. */
@@ -291,9 +343,20 @@ format_ms(double seconds, char *out, size_t size)
     double ms = seconds * 1000.0;
     if (!(ms >= 0.0) || ms > 1e15)
         ms = 0.0;
-    int n = snprintf(out, size, "%.3f", ms);
-    while (n > 2 && out[n - 1] == '0' && out[n - 2] != '.')
-        out[--n] = '\0';
+    unsigned long long micros = (unsigned long long)llround(ms * 1000.0);
+    int n = put_digits(out, micros / 1000);
+    unsigned frac = (unsigned)(micros % 1000);
+    out[n++] = '.';
+    if (frac == 0) {
+        out[n++] = '0';
+        return n;
+    }
+    out[n++] = (char)('0' + frac / 100);
+    if (frac % 100) {
+        out[n++] = (char)('0' + frac / 10 % 10);
+        if (frac % 10)
+            out[n++] = (char)('0' + frac % 10);
+    }
     return n;
 }
 
@@ -326,7 +389,14 @@ write_event(Buf *out, PyObject *head, PyObject *tail, double started, double end
     }
     int msn = format_ms(ended - started < 0 ? 0 : ended - started, ms, sizeof ms);
     long long n = rows ? rows : (counted > 0 ? counted : 0);
-    int numn = snprintf(nums, sizeof nums, ",\"rows\":%lld,\"bytes\":%lld},\"id\":\"", n, bytes);
+    int numn = 8;
+    memcpy(nums, ",\"rows\":", 8);
+    numn += put_digits(nums + numn, (unsigned long long)(n < 0 ? 0 : n));
+    memcpy(nums + numn, ",\"bytes\":", 9);
+    numn += 9;
+    numn += put_digits(nums + numn, (unsigned long long)(bytes < 0 ? 0 : bytes));
+    memcpy(nums + numn, "},\"id\":\"", 8);
+    numn += 8;
     Py_ssize_t hl = PyBytes_GET_SIZE(head), tl = PyBytes_GET_SIZE(tail);
     Py_ssize_t body = hl + tsn + 15 + msn + numn + 36 + 7 + tsn + tl;
     if (buf_reserve(out, 8 + 36 + body) < 0)

@@ -115,3 +115,25 @@ def test_the_lanes_events_equal_the_python_encoding(sql: str, user: str, end_use
     same = msgspec.structs.replace(got, ts=want.ts, payload=msgspec.structs.replace(
         got.payload, started_at=want.payload.started_at, duration_ms=want.payload.duration_ms))
     assert same == want
+
+
+@pytest.mark.skipif(_framer is None, reason="the C extension was not built")
+@pytest.mark.parametrize(("started", "duration", "rows", "size", "counted"), [
+    (1_700_000_000.0, 0.0, 0, 0, -1),  # a whole second: no fraction in the time, "0.0" ms
+    (1_700_000_000.25, 0.000125, 1, 7, -1),  # 0.125 ms
+    (1_700_000_059.999999, 0.0105, 0, 12, 100_000),  # rows from the counted DataRows; 10.5 ms
+    (1_799_999_999.000001, 3.0, 2**40, 2**62, -1),  # a microsecond past the second; 3000.0 ms
+    (1_800_000_000.5, 86_400.017, 10, 10, 3),  # a day: 86400017.0 ms
+])
+def test_the_lanes_times_and_counts_are_written_as_msgspec_writes_them(started: float, duration: float, rows: int,
+                                                                        size: int, counted: int) -> None:
+    """Byte for byte, for times and durations whose rounding is not a tie."""
+    info = SessionInfo("01a21b00-9886-714f-a9a3-fe5ba6c96e4e", "pg", "127.0.0.1", 50000, "10.0.0.5", 5432,
+                       database="bank", user="app", application_name="web")
+    rec = QueryRecord(info, ANALYSER.analyse("SELECT 1"), None)
+    rec.rows, rec.bytes, rec.duration, rec.started = rows, size, duration, started
+    rec.counted = None if counted < 0 else counted  # the lane's -1: no DataRow counted
+    encoder = QueryEncoder(SOURCE, "db-proxy-1", "agent-7")
+    head, tail = encoder.template(info, "web", rec.analysis, rec.data, None)
+    [(event_id, body)] = unpack(_framer.event(head, tail, started, started + duration, rows, size, counted))
+    assert body == encoder.encode(rec, event_id)
