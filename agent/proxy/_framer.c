@@ -1280,6 +1280,116 @@ static PyTypeObject FramerType = {
     .tp_members = Framer_members,
 };
 
+/* ------------------------------------------------------------------------------------------------------------ */
+
+/* Relay: `data_received` of the proxy's two protocols (agent/proxy/session.py), in C: the bytes go to the other
+   side's `transport.write` first, then to the audit's feed. When the feed is a Framer's own `feed`, the framer is
+   called directly. The behaviour is agent.proxy.pgwire.PyRelay's, which is used when this module was not built. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *write; /* the other side's transport.write, or NULL before there is one */
+    PyObject *feed;  /* what the bytes are audited by after forwarding, or NULL */
+} Relay;
+
+static PyObject *str_early_data, *str_audit_fault;
+
+static int
+Relay_traverse(Relay *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->write);
+    Py_VISIT(self->feed);
+    return 0;
+}
+
+static int
+Relay_clear(Relay *self)
+{
+    Py_CLEAR(self->write);
+    Py_CLEAR(self->feed);
+    return 0;
+}
+
+static void
+Relay_dealloc(Relay *self)
+{
+    PyObject_GC_UnTrack(self);
+    Relay_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Framer_feed(Framer *self, PyObject *arg);
+
+static PyObject *
+Relay_data_received(Relay *self, PyObject *data)
+{
+    if (self->write == NULL)
+        return PyObject_CallMethodOneArg((PyObject *)self, str_early_data, data);
+    PyObject *write = Py_NewRef(self->write);
+    PyObject *r = PyObject_CallOneArg(write, data);
+    Py_DECREF(write);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    PyObject *feed = self->feed;
+    if (feed == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(feed);
+    if (PyCFunction_Check(feed) && PyCFunction_GET_FUNCTION(feed) == (PyCFunction)Framer_feed &&
+        PyCFunction_GET_SELF(feed) != NULL && PyObject_TypeCheck(PyCFunction_GET_SELF(feed), &FramerType))
+        r = Framer_feed((Framer *)PyCFunction_GET_SELF(feed), data);
+    else
+        r = PyObject_CallOneArg(feed, data);
+    Py_DECREF(feed);
+    if (r != NULL) {
+        Py_DECREF(r);
+        Py_RETURN_NONE;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL; /* KeyboardInterrupt, SystemExit: not the audit's fault */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    r = PyObject_CallMethodOneArg((PyObject *)self, str_audit_fault, value);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Relay_methods[] = {
+    {"data_received", (PyCFunction)Relay_data_received, METH_O,
+     "Forward the bytes to relay_write, then audit them with relay_feed (its exception goes to audit_fault); "
+     "before there is a relay_write, hand them to early_data."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Relay_members[] = {
+    {"relay_write", T_OBJECT, offsetof(Relay, write), 0, "the other side's transport.write, or None"},
+    {"relay_feed", T_OBJECT, offsetof(Relay, feed), 0, "what forwarded bytes are fed to, or None"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject RelayType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agent.proxy._framer.Relay",
+    .tp_doc = "Relay: a protocol base whose data_received forwards, then audits (see agent.proxy.pgwire.PyRelay)",
+    .tp_basicsize = sizeof(Relay),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Relay_dealloc,
+    .tp_traverse = (traverseproc)Relay_traverse,
+    .tp_clear = (inquiry)Relay_clear,
+    .tp_methods = Relay_methods,
+    .tp_members = Relay_members,
+};
+
 static PyMethodDef module_methods[] = {
     {"event", lane_event, METH_VARARGS,
      "event(head, tail, started, ended, rows, bytes, counted): one event as the lane writes it (a frame item)."},
@@ -1294,12 +1404,16 @@ static struct PyModuleDef framer_module = {
 PyMODINIT_FUNC
 PyInit__framer(void)
 {
-    if (PyType_Ready(&FramerType) < 0 || PyType_Ready(&LaneType) < 0 || PyType_Ready(&OutboxType) < 0)
+    if (PyType_Ready(&FramerType) < 0 || PyType_Ready(&LaneType) < 0 || PyType_Ready(&OutboxType) < 0 ||
+        PyType_Ready(&RelayType) < 0)
         return NULL;
     str_fast = PyUnicode_InternFromString("fast");
     str_running = PyUnicode_InternFromString("running");
     str_empty = PyBytes_FromStringAndSize("", 0);
-    if (str_fast == NULL || str_running == NULL || str_empty == NULL)
+    str_early_data = PyUnicode_InternFromString("early_data");
+    str_audit_fault = PyUnicode_InternFromString("audit_fault");
+    if (str_fast == NULL || str_running == NULL || str_empty == NULL || str_early_data == NULL ||
+        str_audit_fault == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&framer_module);
     if (m == NULL)
@@ -1319,6 +1433,12 @@ PyInit__framer(void)
     Py_INCREF(&LaneType);
     if (PyModule_AddObject(m, "Lane", (PyObject *)&LaneType) < 0) {
         Py_DECREF(&LaneType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RelayType);
+    if (PyModule_AddObject(m, "Relay", (PyObject *)&RelayType) < 0) {
+        Py_DECREF(&RelayType);
         Py_DECREF(m);
         return NULL;
     }

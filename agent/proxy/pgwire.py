@@ -122,13 +122,47 @@ class PyFramer:
             self._pend = data[pos:]
 
 
+class PyRelay:
+    """The `data_received` of the proxy's two protocols (agent/proxy/session.py): forward, then audit.
+
+    The bytes go to `relay_write` (the other side's `transport.write`) first, then to `relay_feed` (the audit),
+    whose exception goes to `audit_fault` and never stops forwarding. Before there is a `relay_write` (the client
+    side during startup) they go to `early_data`. `Relay` is the C version (agent/proxy/_framer.c) when it was
+    built, else this one.
+    """
+
+    relay_write: Callable[[bytes], object] | None = None
+    relay_feed: Callable[[bytes], object] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        write = self.relay_write
+        if write is None:
+            self.early_data(data)
+            return
+        write(data)
+        feed = self.relay_feed
+        if feed is not None:
+            try:
+                feed(data)
+            except Exception as e:  # noqa: BLE001 - fail-open or fail-closed, never crash forwarding
+                self.audit_fault(e)
+
+    def early_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def audit_fault(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+
 try:
     from agent.proxy._framer import Framer as _CFramer
     from agent.proxy._framer import Lane, Outbox
+    from agent.proxy._framer import Relay as _CRelay
 except ImportError:  # pragma: no cover - the extension is optional (see setup.py)
-    _CFramer = None
+    _CFramer = _CRelay = None
     Lane = Outbox = None
 Framer: type[PyFramer] = _CFramer if _CFramer is not None else PyFramer  # type: ignore[assignment]
+Relay: type[PyRelay] = _CRelay if _CRelay is not None else PyRelay  # type: ignore[assignment]
 
 
 def cstring(body: bytes, pos: int) -> tuple[str, int]:

@@ -17,7 +17,6 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.ids import uuid7
@@ -42,7 +41,10 @@ def _where(exc: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
-class ClientSide(asyncio.Protocol):
+class ClientSide(w.Relay, asyncio.Protocol):  # type: ignore[misc,valid-type]
+    """The client's connection. Its `data_received` is `w.Relay`'s: forward upstream, then audit; before the
+    upstream exists, `early_data`."""
+
     def __init__(self, server: ProxyServer, listener: ListenerState) -> None:
         self.server = server
         self.listener = listener
@@ -82,16 +84,8 @@ class ClientSide(asyncio.Protocol):
             self.server.count("errors", "startup_timeout")
             self.close()
 
-    def data_received(self, data: bytes) -> None:
-        upstream = self.upstream
-        if upstream is not None:
-            upstream.write(data)
-            if self.cframer is not None:
-                try:
-                    self.cframer.feed(data)
-                except Exception as e:  # noqa: BLE001 - fail-open or fail-closed, never crash forwarding
-                    self.audit_fault(e)
-            return
+    def early_data(self, data: bytes) -> None:
+        """Bytes from the client before the upstream exists: the startup phase."""
         if self.info is not None:  # startup sent, upstream still connecting
             self.pending += data
             return
@@ -144,8 +138,9 @@ class ClientSide(asyncio.Protocol):
             if audit.ready or audit.error_code:
                 self.server.writer.session(self.info, "end", audit.error_code)
         self.audit = self.cframer = self.sframer = None
+        self.relay_feed = None
         if self.upstream_side is not None:
-            self.upstream_side.feed = None
+            self.upstream_side.relay_feed = None
 
     # -- startup phase --------------------------------------------------------------------------------------
 
@@ -300,6 +295,8 @@ class ClientSide(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.upstream = transport
+        self.relay_write = transport.write
+        self.relay_feed = self.cframer.feed if self.cframer is not None else None
         pending, self.pending = self.pending, b""
         transport.write(pending)
         if self.cframer is not None and len(pending) > 0:
@@ -338,28 +335,33 @@ class ClientSide(asyncio.Protocol):
             else:
                 self.sframer = None  # excluded: nothing more to read once the key is known
         if self.started and self.key is not None and self.upstream_side is not None:
-            self.upstream_side.feed = self.sframer.feed if self.sframer is not None else None
+            self.upstream_side.relay_feed = self.sframer.feed if self.sframer is not None else None
 
     def audit_fault(self, exc: BaseException) -> None:
         """The audit of this session failed: count it, log where (never what), then go on or close."""
         self.server.audit_fault(exc, _where(exc))
         self.cframer = self.sframer = None
+        self.relay_feed = None
         if self.upstream_side is not None:
-            self.upstream_side.feed = None
+            self.upstream_side.relay_feed = None
         if self.audit is not None:
             self.audit.lane = None
         if self.server.config.fail_closed:
             self.close()
 
 
-class UpstreamSide(asyncio.Protocol):
+class UpstreamSide(w.Relay, asyncio.Protocol):  # type: ignore[misc,valid-type]
+    """The server's connection. Its `data_received` is `w.Relay`'s: forward to the client, then audit."""
+
     def __init__(self, client: ClientSide) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.ctransport = client.transport
+        if client.transport is not None:
+            self.relay_write = client.transport.write
         # What the server's bytes are fed to after forwarding: the session's startup checks until it is ready,
         # then the framer itself (one call less per chunk); None when nothing more is audited.
-        self.feed: Callable[[bytes], None] | None = client.server_data
+        self.relay_feed = client.server_data
         client.upstream_side = self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -371,14 +373,11 @@ class UpstreamSide(asyncio.Protocol):
         _bound_socket_buffer(transport, socket.SO_SNDBUF, high)
         self.client.upstream_ready(transport)  # type: ignore[arg-type]
 
-    def data_received(self, data: bytes) -> None:
-        self.ctransport.write(data)  # type: ignore[union-attr]
-        feed = self.feed
-        if feed is not None:
-            try:
-                feed(data)
-            except Exception as e:  # noqa: BLE001 - fail-open or fail-closed, never crash forwarding
-                self.client.audit_fault(e)
+    def early_data(self, data: bytes) -> None:  # pragma: no cover - the client's transport exists before this
+        self.client.close()
+
+    def audit_fault(self, exc: BaseException) -> None:
+        self.client.audit_fault(exc)
 
     def pause_writing(self) -> None:
         if self.ctransport is not None:

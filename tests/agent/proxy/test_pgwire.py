@@ -167,3 +167,71 @@ def test_parsers_read_well_formed_messages() -> None:
     row = struct.pack("!h", 3) + struct.pack("!i", 2) + b"ab" + struct.pack("!i", -1) + struct.pack("!i", 1) + b"z"
     assert w.data_row_fields(row, (0, 1, 2)) == [b"ab", None, b"z"]
     assert w.data_row_fields(row, (2,)) == [b"z"]
+
+
+RELAYS = [pytest.param(w.PyRelay, id="python")] + \
+    ([pytest.param(w._CRelay, id="c")] if w._CRelay is not None else [])  # noqa: SLF001
+
+
+def _recording_relay(base: type) -> type:
+    class Recording(base):  # type: ignore[misc,valid-type]
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, object]] = []
+
+        def early_data(self, data: bytes) -> None:
+            self.seen.append(("early", data))
+
+        def audit_fault(self, exc: BaseException) -> None:
+            self.seen.append(("fault", exc))
+
+    return Recording
+
+
+@pytest.mark.parametrize("base", RELAYS)
+def test_a_relay_forwards_first_then_audits_and_an_audit_fault_never_stops_forwarding(base: type) -> None:
+    relay = _recording_relay(base)()
+    relay.data_received(b"startup")  # no other side yet
+    relay.relay_write = lambda data: relay.seen.append(("write", data))
+    relay.data_received(b"a")  # nothing audits yet
+    relay.relay_feed = lambda data: relay.seen.append(("feed", data))
+    relay.data_received(b"b")
+
+    def broken(data: bytes) -> None:
+        raise ValueError("the audit cannot follow")
+
+    relay.relay_feed = broken
+    relay.data_received(b"c")
+    relay.data_received(b"d")
+    kinds = [(k, v if isinstance(v, bytes) else type(v).__name__) for k, v in relay.seen]
+    assert kinds == [("early", b"startup"), ("write", b"a"), ("write", b"b"), ("feed", b"b"), ("write", b"c"),
+                     ("fault", "ValueError"), ("write", b"d"), ("fault", "ValueError")]
+    fault = relay.seen[5][1]
+    assert isinstance(fault, ValueError) and fault.__traceback__ is not None  # where it happened, for the log
+
+
+@pytest.mark.parametrize("base", RELAYS)
+def test_a_relay_feeds_a_framer_the_bytes_it_forwarded(base: type) -> None:
+    got: list[tuple[int, bytes]] = []
+    framer = w.Framer(lambda t, body, truncated: got.append((t, body)), lambda t: True, lambda t, n: None)
+    relay = _recording_relay(base)()
+    relay.relay_write = lambda data: relay.seen.append(("write", data))
+    relay.relay_feed = framer.feed
+    message = b"Q" + struct.pack("!I", 13) + b"SELECT 1\0"
+    for part in (message[:3], message[3:] + message[:1], message[1:]):
+        relay.data_received(part)
+    assert got == [(ord("Q"), b"SELECT 1\0")] * 2
+    assert b"".join(v for _, v in relay.seen) == message * 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("base", RELAYS)
+def test_a_relay_lets_a_write_error_through(base: type) -> None:
+    relay = _recording_relay(base)()
+
+    def closed(data: bytes) -> None:
+        raise RuntimeError("transport closed")
+
+    relay.relay_write = closed
+    relay.relay_feed = lambda data: relay.seen.append(("feed", data))
+    with pytest.raises(RuntimeError, match="transport closed"):
+        relay.data_received(b"x")
+    assert relay.seen == []  # not audited: it was not forwarded
