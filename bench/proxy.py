@@ -1,13 +1,16 @@
 """pgbench through the custos proxy (full auditing on) against direct and pgbouncer, all in one run.
 
-    python -m bench.proxy [--seconds 10] [--scale 10] [--clients 1,8,32] [--modes prepared,simple]
+    python -m bench.proxy [--seconds 10] [--rounds 1] [--scale 10] [--clients 1,8,32] [--modes prepared,simple]
                           [--scripts select-only,tpcb-like] [--before TREE]
 
 For every script (select-only `-S`, TPC-B-like), protocol mode and client count, the three targets run one after
-another (direct, pgbouncer in session mode, the proxy), so that they share the machine's conditions. Reported:
-TPS, each target's ratio to direct and the proxy's to pgbouncer, and CPU time per statement of the pgbouncer
-and proxy processes (psutil user+system time over the run / statements run). The proxy writes every statement's
-db.query event to a spool of its own, and the count of spooled events is checked against the statements run.
+another (direct, pgbouncer in session mode, the proxy), so that they share the machine's conditions. With
+`--rounds N` each target's `--seconds` are split into N pgbench runs, and the targets take turns N times: a drift
+in the machine's speed over the minutes of a configuration then weighs on all of them alike. Reported: TPS (the
+mean of a target's runs), each target's ratio to direct and the proxy's to pgbouncer, and CPU time per statement
+of the pgbouncer and proxy processes (psutil user+system time during its runs / statements run). The proxy writes
+every statement's db.query event to a spool of its own, and the count of spooled events is checked against the
+statements run (pgbench adds 2 start-up queries per run).
 
 `--before TREE` (a checkout of an earlier commit, e.g. `git worktree add /tmp/before main`) also runs the proxy
 from that tree right after this one in every configuration, so that a change is compared under the same load.
@@ -50,6 +53,7 @@ class Result:
     cpu_us_per_statement: float | None = None
     events: int | None = None
     spool_us_per_statement: float | None = None  # the proxy's spool process's share of cpu_us_per_statement
+    runs: int = 1  # pgbench runs (rounds) the figures sum or average
 
 
 def free_port() -> int:
@@ -181,30 +185,41 @@ def run(args: argparse.Namespace) -> list[Result]:
                    check=True, capture_output=True)
     bouncer = PgBouncer(work)
     results: list[Result] = []
+    part = max(1, round(args.seconds / args.rounds))
     try:
         for script in args.scripts:
             for mode in args.modes:
                 for clients in args.clients:
                     per_tx = STATEMENTS[script]
-                    tps, done = pgbench(5432, script, mode, clients, args.seconds)
-                    results.append(Result(script, mode, clients, "direct", tps, done))
-                    before = cpu_seconds(bouncer.ps)
-                    tps, done = pgbench(bouncer.port, script, mode, clients, args.seconds)
-                    used = cpu_seconds(bouncer.ps) - before
-                    results.append(Result(script, mode, clients, "pgbouncer", tps, done,
-                                          round(used * 1e6 / max(done * per_tx, 1), 1)))
                     trees = [("proxy", ROOT)] + ([("proxy-before", args.before)] if args.before else [])
-                    for target, root in trees:
-                        proxy = Proxy(work, root)
-                        before = split_cpu_seconds(proxy.ps)
-                        tps, done = pgbench(proxy.port, script, mode, clients, args.seconds)
-                        after = split_cpu_seconds(proxy.ps)
-                        used, spool = sum(after) - sum(before), after[1] - before[1]
-                        events = proxy.stop()
-                        stmts = max(done * per_tx, 1)
-                        results.append(Result(script, mode, clients, target, tps, done,
-                                              round(used * 1e6 / stmts, 1), events=events,
-                                              spool_us_per_statement=round(spool * 1e6 / stmts, 1)))
+                    proxies = {target: Proxy(work, root) for target, root in trees}
+                    tps: dict[str, list[float]] = {}
+                    done: dict[str, int] = {}
+                    used: dict[str, float] = {}
+                    spool: dict[str, float] = {}
+                    # Rounds: every target runs once per round, in the same order, so that the machine's drift
+                    # over the configuration's minutes falls on all of them alike.
+                    for _ in range(args.rounds):
+                        for target in ["direct", "pgbouncer", *proxies]:
+                            port = {"direct": 5432, "pgbouncer": bouncer.port}.get(target) or proxies[target].port
+                            ps = bouncer.ps if target == "pgbouncer" else proxies[target].ps if target in proxies \
+                                else None
+                            before = split_cpu_seconds(ps) if ps is not None else (0.0, 0.0)
+                            t, n = pgbench(port, script, mode, clients, part)
+                            after = split_cpu_seconds(ps) if ps is not None else (0.0, 0.0)
+                            tps.setdefault(target, []).append(t)
+                            done[target] = done.get(target, 0) + n
+                            used[target] = used.get(target, 0.0) + sum(after) - sum(before)
+                            spool[target] = spool.get(target, 0.0) + after[1] - before[1]
+                    for target in ["direct", "pgbouncer", *proxies]:
+                        stmts = max(done[target] * per_tx, 1)
+                        proxy = proxies.get(target)
+                        results.append(Result(
+                            script, mode, clients, target, sum(tps[target]) / len(tps[target]), done[target],
+                            None if target == "direct" else round(used[target] * 1e6 / stmts, 1),
+                            events=proxy.stop() if proxy is not None else None,
+                            spool_us_per_statement=round(spool[target] * 1e6 / stmts, 1) if proxy else None,
+                            runs=args.rounds))
                     print(table(results[-2 - len(trees):], header=len(results) == 2 + len(trees)), flush=True)
     finally:
         bouncer.stop()
@@ -242,7 +257,9 @@ def table(results: list[Result], header: bool = True) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="length of each pgbench run")
+    parser.add_argument("--seconds", type=int, default=10, help="pgbench time per target and configuration")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="split each target's time into this many pgbench runs, taken in turn with the others'")
     parser.add_argument("--scale", type=int, default=10, help="pgbench scale factor")
     parser.add_argument("--clients", default="1,8,32", help="client counts, comma-separated")
     parser.add_argument("--modes", default="prepared,simple", help="pgbench -M modes, comma-separated")
@@ -258,7 +275,7 @@ def main() -> None:
         raise SystemExit(f"--scripts: {', '.join(sorted(unknown))} unknown; choose from {', '.join(STATEMENTS)}")
     load = os.getloadavg()
     print(f"# proxy benchmark: {os.cpu_count()} CPUs, load average before {load[0]:.2f}, "
-          f"{args.seconds}s per run, scale {args.scale}\n", flush=True)
+          f"{args.seconds}s per target in {args.rounds} round(s), scale {args.scale}\n", flush=True)
     results = run(args)
     print("\n" + table(results))
     if args.json:
