@@ -162,6 +162,7 @@ class HeartbeatPayload(Struct, **_STRUCT):  # type: ignore[call-arg]
     errors: Counters = field(default_factory=dict)
     excluded: Counters = field(default_factory=dict)  # events left out by configured exclusions, by rule
     shed: Counters = field(default_factory=dict)  # work skipped to stay under resource ceilings
+    activity: Counters = field(default_factory=dict)  # how sources did their work (the proxy's lane), by source.kind
 
 
 class ParseErrorPayload(Struct, **_STRUCT):  # type: ignore[call-arg]

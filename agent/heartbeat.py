@@ -62,5 +62,6 @@ class Heartbeat:
             errors=dict(extra.get("errors", {})),
             excluded=dict(extra.get("excluded", {})),
             shed=dict(extra.get("shed", {})),
+            activity=dict(extra.get("activity", {})),
         )
         return new_event(AgentHeartbeat, payload, source=Source(type="agent"), agent_id=self.agent_id)

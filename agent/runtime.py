@@ -120,7 +120,7 @@ class Agent:
         )
 
     def _counters(self) -> dict[str, dict[str, int]]:
-        merged: dict[str, dict[str, int]] = {"errors": {}, "excluded": {}, "shed": {}}
+        merged: dict[str, dict[str, int]] = {"errors": {}, "excluded": {}, "shed": {}, "activity": {}}
         for source in self.sources:
             try:
                 for group, values in source.counters().items():

@@ -230,7 +230,7 @@ class ProxyServer:
         if self.writer.sink is not None and self.writer.sink.restarts:
             out["errors"]["spool_process_restarts"] = self.writer.sink.restarts
         if self.lane_fast or self.lane_gave_up:
-            out["lane"] = {"fast": self.lane_fast, "given_back": self.lane_gave_up}
+            out["activity"] = {"lane_fast": self.lane_fast, "lane_given_back": self.lane_gave_up}
         if self.analyser.parse_failures:
             out["errors"]["sql_unparsed"] = self.analyser.parse_failures
         if self.keys.unreadable:

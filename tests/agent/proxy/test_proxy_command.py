@@ -40,6 +40,10 @@ def test_several_listeners_exclusions_and_heartbeat_counters(tmp_path: Path, pg_
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("SELECT count(*) FROM loans")
                 conn.execute("SELECT count(*) FROM audit_noise")
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{ports[0]}/{name}?application_name=prepared",
+                             autocommit=True) as conn:
+            for _ in range(3):  # prepared: the first run through the Python audit, the others through the lane
+                conn.execute("SELECT id FROM loans", prepare=True)
 
         def spooled() -> list:  # type: ignore[type-arg]
             with Spool(proxy.spool_path) as spool:
@@ -48,19 +52,20 @@ def test_several_listeners_exclusions_and_heartbeat_counters(tmp_path: Path, pg_
         def beat_with_exclusions() -> AgentHeartbeat | None:
             beats = [e for e in spooled() if isinstance(e, AgentHeartbeat)]
             good = [b for b in beats if b.payload.excluded.get("pg.application.nightly-backup") == 1
-                    and b.payload.excluded.get("pg.object.public.audit_noise") == 2]
+                    and b.payload.excluded.get("pg.object.public.audit_noise") == 2
+                    and b.payload.activity.get("pg.lane_fast", 0) >= 2]
             return good[-1] if good else None
 
-        wait_for(beat_with_exclusions, 30, "a heartbeat counting both exclusions")
+        wait_for(beat_with_exclusions, 30, "a heartbeat counting both exclusions and the lane's round trips")
     finally:
         proxy.stop()
     events = spooled()
     queries = [e for e in events if isinstance(e, DbQuery) and e.payload.database == name]
     assert [(q.payload.application_name, q.payload.tables_read) for q in queries] == [
-        ("loans-web:alice", ["public.loans"]), ("teller", ["public.loans"])]
+        ("loans-web:alice", ["public.loans"]), ("teller", ["public.loans"])] + [("prepared", ["public.loans"])] * 3
     assert queries[0].actor.end_user == "alice" and queries[1].actor.end_user is None
     sessions = [e for e in events if isinstance(e, DbSession)]
-    assert {e.payload.application_name for e in sessions} == {"loans-web:alice", "teller"}
+    assert {e.payload.application_name for e in sessions} == {"loans-web:alice", "teller", "prepared"}
 
 
 def test_configuration_errors_name_the_key() -> None:
