@@ -1,7 +1,7 @@
 /* The spool's chain (agent/spool.py `chain`) in C, over a frame of events as the proxy's spool process receives
    them: for each event, `chain_seq` and `chain_prev` appended to its JSON object, and the SHA-256 of the result
-   as the next event's `chain_prev`, byte for byte as `chain` writes them. It returns the rows' values flat, ready
-   for the spool's multi-row INSERT, so that no Python object is made per event but the row's own values.
+   as the next event's `chain_prev`, byte for byte as `chain` writes them. It returns the chained frame packed as
+   it came, which the spool stores as one row (Spool.put_packed), so that no Python object is made per event.
    tests/agent/test_spool_chain.py pins it to `chain`. Built by setup.py as an optional extension (it links
    OpenSSL's libcrypto, which Python's own hashlib uses); without it, the spool chains in Python. */
 
@@ -23,21 +23,29 @@ is_space(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-/* chain_frame(payload, seq, prev, now) -> (values, count, size, head)
+static void
+put_u32(char *p, uint32_t v)
+{
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
 
-   payload: `(4-byte id length, id, 4-byte body length, body)*` (agent.spool.pack_items);
-   values: [id, body, now] per event, flat; count: events; size: bytes of the bodies as stored;
-   head: (last seq, its hash) or None when no event was chained (a body that is not a JSON object is stored as
-   it is, as `chain` does). */
+/* chain_packed(payload, seq, prev) -> (packed, count, head)
+
+   payload: `(4-byte id length, id, 4-byte body length, body)*` (agent.spool.pack_items); packed: the same events in
+   the same format, each JSON object chained on from `seq` and `prev`, for the spool to store as one row; count:
+   events; head: (last seq, its hash) or None when no event was chained (a body that is not a JSON object is
+   stored as it came, as `chain` does). */
 static PyObject *
-chain_frame(PyObject *module, PyObject *args)
+chain_packed(PyObject *module, PyObject *args)
 {
     Py_buffer view;
     long long seq;
     const char *prev;
     Py_ssize_t prev_len;
-    PyObject *now;
-    if (!PyArg_ParseTuple(args, "y*Ls#O", &view, &seq, &prev, &prev_len, &now))
+    if (!PyArg_ParseTuple(args, "y*Ls#", &view, &seq, &prev, &prev_len))
         return NULL;
     if (prev_len > 64) {
         PyBuffer_Release(&view);
@@ -45,14 +53,16 @@ chain_frame(PyObject *module, PyObject *args)
         return NULL;
     }
     const unsigned char *p = view.buf;
-    Py_ssize_t n = view.len, pos = 0, count = 0, size = 0;
+    Py_ssize_t n = view.len, pos = 0, count = 0, len = 0, cap = n + n / 4 + 1024;
     char link[65];
     memcpy(link, prev, prev_len);
     Py_ssize_t link_len = prev_len;
     int chained_any = 0;
-    PyObject *values = PyList_New(0);
-    if (values == NULL)
-        goto fail;
+    char *out = PyMem_Malloc(cap);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
     while (pos < n) {
         if (n - pos < 4)
             goto truncated;
@@ -65,10 +75,19 @@ chain_frame(PyObject *module, PyObject *args)
             goto truncated;
         const unsigned char *body = p + pos + 8 + idn;
         pos += 8 + idn + bn;
-        PyObject *eid = PyUnicode_DecodeUTF8((const char *)id, idn, "strict");
-        if (eid == NULL)
-            goto fail;
-        /* a JSON object, once outer whitespace is set aside; else stored as it came */
+        if (len + 8 + idn + bn + 128 > cap) {
+            Py_ssize_t want = (len + 8 + idn + bn + 128) * 2;
+            char *grown = PyMem_Realloc(out, want);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            out = grown;
+            cap = want;
+        }
+        put_u32(out + len, (uint32_t)idn);
+        memcpy(out + len + 4, id, idn);
+        len += 4 + idn;
         const unsigned char *b = body;
         Py_ssize_t bl = bn;
         if (!(bl >= 1 && b[0] == '{' && b[bl - 1] == '}')) {
@@ -79,41 +98,32 @@ chain_frame(PyObject *module, PyObject *args)
             while (bl > 0 && is_space(b[bl - 1]))
                 bl--;
         }
-        PyObject *row;
         if (bl >= 2 && b[0] == '{' && b[bl - 1] == '}') {
             seq++;
-            /* ,"chain_seq":N,"chain_prev":"…"} by hand: snprintf's parsing costs about as much as the rest */
-            char tail[128];
-            int tn = 0;
+            char *dst = out + len + 4;
+            memcpy(dst, b, bl - 1);
+            Py_ssize_t tn = bl - 1;
             if (bl != 2)
-                tail[tn++] = ',';
-            memcpy(tail + tn, "\"chain_seq\":", 12);
+                dst[tn++] = ',';
+            memcpy(dst + tn, "\"chain_seq\":", 12);
             tn += 12;
             char digits[24];
             int dn = 0;
             for (unsigned long long v = (unsigned long long)seq; dn == 0 || v; v /= 10)
                 digits[dn++] = (char)('0' + v % 10);
             while (dn)
-                tail[tn++] = digits[--dn];
+                dst[tn++] = digits[--dn];
             if (link_len) {
-                memcpy(tail + tn, ",\"chain_prev\":\"", 15);
+                memcpy(dst + tn, ",\"chain_prev\":\"", 15);
                 tn += 15;
-                memcpy(tail + tn, link, link_len);
-                tn += (int)link_len;
-                tail[tn++] = '"';
+                memcpy(dst + tn, link, link_len);
+                tn += link_len;
+                dst[tn++] = '"';
             }
-            tail[tn++] = '}';
-            /* a bytearray: sqlite3 binds it as a blob without looking for an adapter, which it does for bytes */
-            row = PyByteArray_FromStringAndSize(NULL, bl - 1 + tn);
-            if (row == NULL) {
-                Py_DECREF(eid);
-                goto fail;
-            }
-            char *out = PyByteArray_AS_STRING(row);
-            memcpy(out, b, bl - 1);
-            memcpy(out + bl - 1, tail, tn);
+            dst[tn++] = '}';
+            put_u32(out + len, (uint32_t)tn);
             unsigned char md[SHA256_DIGEST_LENGTH];
-            SHA256((const unsigned char *)out, bl - 1 + tn, md);
+            SHA256((const unsigned char *)dst, tn, md);
             static const char hex[] = "0123456789abcdef";
             for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
                 link[2 * i] = hex[md[i] >> 4];
@@ -121,44 +131,41 @@ chain_frame(PyObject *module, PyObject *args)
             }
             link_len = 64;
             chained_any = 1;
+            len += 4 + tn;
         }
         else {
-            row = PyByteArray_FromStringAndSize((const char *)body, bn);
-            if (row == NULL) {
-                Py_DECREF(eid);
-                goto fail;
-            }
+            put_u32(out + len, (uint32_t)bn);
+            memcpy(out + len + 4, body, bn);
+            len += 4 + bn;
         }
-        size += PyByteArray_GET_SIZE(row);
-        int bad = PyList_Append(values, eid) < 0 || PyList_Append(values, row) < 0 || PyList_Append(values, now) < 0;
-        Py_DECREF(eid);
-        Py_DECREF(row);
-        if (bad)
-            goto fail;
         count++;
     }
     PyBuffer_Release(&view);
+    PyObject *packed = PyBytes_FromStringAndSize(out, len);
+    PyMem_Free(out);
+    if (packed == NULL)
+        return NULL;
     PyObject *head;
     if (chained_any)
         head = Py_BuildValue("(Ls#)", seq, link, (Py_ssize_t)64);
     else
         head = Py_NewRef(Py_None);
     if (head == NULL) {
-        Py_DECREF(values);
+        Py_DECREF(packed);
         return NULL;
     }
-    return Py_BuildValue("(NnnN)", values, count, size, head);
+    return Py_BuildValue("(NnN)", packed, count, head);
 truncated:
     PyErr_SetString(PyExc_ValueError, "a frame of events ends inside an event");
 fail:
-    Py_XDECREF(values);
+    PyMem_Free(out);
     PyBuffer_Release(&view);
     return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"chain_frame", chain_frame, METH_VARARGS,
-     "chain_frame(payload, seq, prev, now) -> (values, count, size, head): see agent/_chain.c"},
+    {"chain_packed", chain_packed, METH_VARARGS,
+     "chain_packed(payload, seq, prev) -> (packed, count, head): see agent/_chain.c"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL,
     body BLOB NOT NULL,
-    queued_at REAL NOT NULL
+    queued_at REAL NOT NULL,
+    n INTEGER NOT NULL DEFAULT 1  -- events in the row: above 1, a packed row (see Spool.put_packed)
 );
 CREATE TABLE IF NOT EXISTS dead (
     seq INTEGER PRIMARY KEY,
@@ -127,6 +128,7 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS / OR IGNORE
+            self._add_packed_rows()
         except sqlite3.DatabaseError as e:
             raise SpoolError(
                 f"spool {self.path}: cannot open ({e}); move the file aside to start a new spool, "
@@ -155,24 +157,63 @@ class Spool:
             self.new_data.set()
         return n
 
-    def put_packed(self, payload: bytes) -> int:
-        """`put` for events packed by `pack_items` (the proxy's spool process receives them so): the chain and
-        the rows' values are made in C (agent/_chain.c) when it was built, without a Python object per event."""
+    def put_packed(self, payloads: bytes | Sequence[bytes]) -> int:
+        """`put` for frames of events packed by `pack_items` (the proxy's spool process receives them so), all in
+        one transaction.
+
+        With the C chain (agent/_chain.c), each frame of several events is chained in C and stored as one packed
+        row: its events keep seqs of their own (the row's seq and the n - 1 after it, which no other row takes),
+        and `peek`, `ack` and `dead_letter` see them as events like any other. One row instead of one per event
+        costs SQLite about a third of the CPU. Frames that would pass the spool's bound go through `put`'s path,
+        row by row, where the overflow policy decides.
+        """
+        frames = [payloads] if isinstance(payloads, (bytes, bytearray, memoryview)) else list(payloads)
         if _chain is None:
-            return self.put(unpack_items(payload))
+            return self.put([item for frame in frames for item in unpack_items(frame)])
         now = self._clock()
         with self._lock, self._transaction():
             seq, prev = self._db.execute("SELECT seq, hash FROM chain WHERE id = 1").fetchone()
-            values, count, added, last = _chain.chain_frame(payload, int(seq), str(prev), now)
+            seq, prev = int(seq), str(prev)
+            chained, head = [], None
+            for frame in frames:
+                packed, count, last = _chain.chain_packed(frame, seq, prev)
+                chained.append((packed, count))
+                if last is not None:
+                    head = seq, prev = last
             depth, nbytes = self._depth()
-            if depth + count > self.max_events or nbytes + added > self.max_bytes:
-                n = self._put(unpack_items(payload), now)  # the overflow policy decides, as for `put`
+            total = sum(count for _, count in chained)
+            if depth + total > self.max_events or nbytes + sum(len(p) for p, _ in chained) > self.max_bytes:
+                n = self._put([item for frame in frames for item in unpack_items(frame)], now)
             else:
-                self._insert(values, count, added, last)
-                n = count
+                added = 0
+                for packed, count in chained:
+                    if count == 1:
+                        [(event_id, body)] = unpack_items(packed)
+                        self._db.execute("INSERT INTO outbox (event_id, body, queued_at) VALUES (?, ?, ?)",
+                                         (event_id, body, now))
+                        added += len(body)
+                    elif count > 1:
+                        first = self._next_seq()
+                        (id_length,) = _LEN.unpack_from(packed, 0)
+                        self._db.execute(
+                            "INSERT INTO outbox (seq, event_id, body, queued_at, n) VALUES (?, ?, ?, ?, ?)",
+                            (first, packed[4:4 + id_length].decode(), packed, now, count))
+                        # The row's events take seqs first .. first + count - 1: no later row may.
+                        self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'",
+                                         (first + count - 1,))
+                        added += len(packed)
+                if total:
+                    self._bump(depth=total, bytes=added, queued=total)
+                if head is not None:
+                    self._db.execute("UPDATE chain SET seq = ?, hash = ? WHERE id = 1", head)
+                n = total
         if n:
             self.new_data.set()
         return n
+
+    def _next_seq(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return (int(row[0]) if row is not None else 0) + 1
 
     def _insert(self, values: list[object], count: int, added: int, last: tuple[int, str] | None) -> None:
         """Rows whose values are flat (id, body, queued_at, id, …), in statements of `_ROWS_PER_INSERT` rows."""
@@ -226,17 +267,18 @@ class Spool:
             depth, nbytes = self._depth()
             over_events = depth + len(rows) - self.max_events
             over_bytes = nbytes + sum(len(b) for _, b in rows) - self.max_bytes
-        n_drop, freed = 0, 0
-        cur = self._db.execute("SELECT length(body) FROM outbox ORDER BY seq")
-        for (length,) in cur:
+        n_rows, n_drop, freed = 0, 0, 0
+        cur = self._db.execute("SELECT n, length(body) FROM outbox ORDER BY seq")
+        for n, length in cur:  # a packed row's events go together
             if n_drop >= over_events and freed >= over_bytes:
                 break
-            n_drop += 1
+            n_rows += 1
+            n_drop += n
             freed += length
         cur.close()
-        if n_drop:
+        if n_rows:
             self._db.execute(
-                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (n_drop,)
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (n_rows,)
             )
             self._bump(depth=-n_drop, bytes=-freed, dropped=n_drop)
         if freed < over_bytes:  # the spool is empty and the batch alone is too large
@@ -256,15 +298,21 @@ class Spool:
         """The oldest events, at most `limit` of them and (beyond the first) at most `max_bytes` in total."""
         with self._lock:
             cur = self._db.execute(
-                "SELECT seq, event_id, body, queued_at FROM outbox ORDER BY seq LIMIT ?", (limit,)
+                "SELECT seq, event_id, body, queued_at, n FROM outbox ORDER BY seq LIMIT ?", (limit,)
             )
             out: list[SpooledEvent] = []
             total = 0
-            for seq, eid, body, queued_at in cur:
-                if max_bytes is not None and out and total + len(body) > max_bytes:
-                    break
-                out.append(SpooledEvent(seq, eid, bytes(body), queued_at))
-                total += len(body)
+            for seq, eid, body, queued_at, n in cur:
+                events = [(eid, bytes(body))] if n == 1 else unpack_items(bytes(body))
+                if out and n > 1 and (len(out) + n > limit or (
+                        max_bytes is not None and total + sum(len(e) for _, e in events) > max_bytes)):
+                    break  # a packed row is returned whole (acknowledged whole, it leaves whole), or first
+                for i, (event_id, event) in enumerate(events):
+                    if len(out) >= limit or (max_bytes is not None and out and total + len(event) > max_bytes):
+                        cur.close()
+                        return out
+                    out.append(SpooledEvent(seq + i, event_id, event, queued_at))
+                    total += len(event)
             cur.close()
             return out
 
@@ -284,6 +332,7 @@ class Spool:
         now = self._clock()
         with self._lock, self._transaction():
             reasons = dict(refused)
+            self._unpack_rows(list(reasons), whole_too=True)
             marks = ",".join("?" * len(reasons))
             self._db.execute(
                 f"INSERT OR IGNORE INTO dead (seq, event_id, body, reason, dead_at) "
@@ -354,17 +403,53 @@ class Spool:
         return int(rows["depth"]), int(rows["bytes"])
 
     def _delete(self, seqs: Sequence[int]) -> tuple[int, int]:
+        """Delete events by seq: (events deleted, bytes freed). A packed row goes when all its events do; one
+        that keeps some is unpacked into rows of its own first."""
+        if not seqs:
+            return 0, 0
+        self._unpack_rows(seqs, whole_too=False)
         n = freed = 0
         for start in range(0, len(seqs), 500):
             chunk = list(seqs[start : start + 500])
             marks = ",".join("?" * len(chunk))
             row = self._db.execute(
-                f"SELECT count(*), coalesce(sum(length(body)), 0) FROM outbox WHERE seq IN ({marks})", chunk
+                f"SELECT coalesce(sum(n), 0), coalesce(sum(length(body)), 0) FROM outbox WHERE seq IN ({marks})",
+                chunk,
             ).fetchone()
             self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", chunk)
             n += int(row[0])
             freed += int(row[1])
         return n, freed
+
+    def _unpack_rows(self, seqs: Sequence[int], *, whole_too: bool) -> None:
+        """Packed rows holding any of `seqs` become one row per event, under the same seqs (`whole_too`: also
+        those holding only events in `seqs`)."""
+        wanted = set(seqs)
+        if not wanted:
+            return
+        rows = self._db.execute(
+            "SELECT seq, event_id, body, queued_at, n FROM outbox WHERE n > 1 AND seq <= ? AND seq + n > ?",
+            (max(wanted), min(wanted)),
+        ).fetchall()
+        for seq, _eid, body, queued_at, n in rows:
+            members = set(range(seq, seq + n))
+            if not members & wanted or (members <= wanted and not whole_too):
+                continue
+            events = unpack_items(bytes(body))
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._db.executemany("INSERT INTO outbox (seq, event_id, body, queued_at) VALUES (?, ?, ?, ?)",
+                                 [(seq + i, eid, event, queued_at) for i, (eid, event) in enumerate(events)])
+            self._bump(bytes=sum(len(event) for _, event in events) - len(body))
+
+    def _add_packed_rows(self) -> None:
+        """A spool file made before packed rows gets their column (every row of it holds one event)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "n" not in columns:
+            try:
+                self._db.execute("ALTER TABLE outbox ADD COLUMN n INTEGER NOT NULL DEFAULT 1")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):  # another process sharing the file added it meanwhile
+                    raise
 
     def _bump(self, **deltas: int) -> None:
         self._db.executemany(

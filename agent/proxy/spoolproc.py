@@ -83,10 +83,9 @@ def main(argv: list[str]) -> int:
                     break
                 payloads.append(payload)
                 size += len(payload)
-            joined = b"".join(payloads)
             while True:
                 try:
-                    spool.put_packed(joined)
+                    spool.put_packed(payloads)  # a packed row per batch, all in one transaction
                     break
                 except SpoolFull:  # the `block` policy: wait for the shipper to make room
                     threading.Event().wait(0.5)

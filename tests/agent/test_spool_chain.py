@@ -19,7 +19,7 @@ from agent import events as ev
 from agent import spool as spool_module
 from agent.errors import SpoolFull
 from agent.runtime import spool_events
-from agent.spool import Spool, pack_items
+from agent.spool import Spool, pack_items, unpack_items
 from tests.helpers.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,10 +162,10 @@ bodies = st.one_of(
        st.one_of(st.just(""), st.text("0123456789abcdef", min_size=64, max_size=64)))
 def test_the_c_chain_writes_what_the_python_chain_writes(items: list[tuple[str, bytes]], seq: int,
                                                          prev: str) -> None:
-    values, count, size, head = spool_module._chain.chain_frame(pack_items(items), seq, prev, 12.5)  # noqa: SLF001
+    packed, count, head = spool_module._chain.chain_packed(pack_items(items), seq, prev)  # noqa: SLF001
     rows, last = spool_module.chain(items, seq, prev)
-    assert values == [v for eid, body in rows for v in (eid, body, 12.5)]
-    assert (count, size, head) == (len(rows), sum(len(b) for _, b in rows), last)
+    assert unpack_items(packed) == rows
+    assert (count, head) == (len(rows), last)
 
 
 def test_a_packed_batch_is_chained_on_from_the_spools_head_and_counted(tmp_path: Path) -> None:
