@@ -37,6 +37,8 @@ from pathlib import Path
 
 import psutil
 
+from agent.spool import unpack_items
+
 ROOT = Path(__file__).resolve().parents[1]
 DB = "custos_bench_proxy"
 STATEMENTS = {"select-only": 1, "tpcb-like": 7}  # statements per pgbench transaction
@@ -136,11 +138,14 @@ class Proxy:
         """Stop (the writer drains its queue), then count the db.query events spooled."""
         self.proc.terminate()
         self.proc.wait(60)
+        count = 0
         with sqlite3.connect(self.dir / "spool" / "spool.sqlite3") as db:
-            (count,) = db.execute(
-                "SELECT count(*) FROM outbox WHERE CAST(body AS TEXT) LIKE '{\"kind\":\"db.query\"%'").fetchone()
+            packed = "n" in {row[1] for row in db.execute("PRAGMA table_info(outbox)")}  # not in older spools
+            for body, n in db.execute(f"SELECT body, {'n' if packed else 1} FROM outbox"):
+                bodies = [body] if n == 1 else [b for _, b in unpack_items(body)]  # a packed row (Spool.put_packed)
+                count += sum(b.startswith(b'{"kind":"db.query"') for b in bodies)
         shutil.rmtree(self.dir, ignore_errors=True)
-        return int(count)
+        return count
 
 
 def pgbench(port: int, script: str, mode: str, clients: int, seconds: int) -> tuple[float, int]:
