@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.events import Actor, DbQuery, DbQueryPayload, Source, encode, new_event
-from agent.spool import Spool
+from agent.spool import Spool, pack_items
 
 BATCH = 1000
 
@@ -70,10 +70,32 @@ def spool_put(path: Path, batches: list[list[tuple[str, bytes]]], synchronous: s
     return len(batches) * BATCH / elapsed
 
 
-def spool_peek_ack(path: Path, batches: list[list[tuple[str, bytes]]], synchronous: str) -> float:
+FRAME = 250  # events per frame of the proxy's event loop (its batch_loop), four frames per transaction
+
+
+def frames(rows: list[tuple[str, bytes]]) -> list[bytes]:
+    return [pack_items(rows[i:i + FRAME]) for i in range(0, len(rows), FRAME)]
+
+
+def spool_put_packed(path: Path, batches: list[list[tuple[str, bytes]]], synchronous: str) -> float:
+    """What the proxy's spool process does: frames of packed events, a packed row each (Spool.put_packed)."""
+    packed = [frames(rows) for rows in batches]
+    with Spool(path, synchronous=synchronous) as spool:  # type: ignore[arg-type]
+        start = time.perf_counter()
+        for parts in packed:
+            spool.put_packed(parts)
+        elapsed = time.perf_counter() - start
+    return len(batches) * BATCH / elapsed
+
+
+def spool_peek_ack(path: Path, batches: list[list[tuple[str, bytes]]], synchronous: str,
+                   packed: bool = False) -> float:
     with Spool(path, synchronous=synchronous) as spool:  # type: ignore[arg-type]
         for rows in batches:
-            spool.put(rows)
+            if packed:
+                spool.put_packed(frames(rows))
+            else:
+                spool.put(rows)
         start = time.perf_counter()
         n = 0
         while batch := spool.peek(BATCH):
@@ -107,8 +129,10 @@ def main() -> None:
         put = best_of(args.repeat, lambda p: spool_put(p, batches, sync))
         bound = best_of(args.repeat, lambda p: spool_put(p, batches, sync, max_events=args.batches * BATCH))
         ship = best_of(args.repeat, lambda p: spool_peek_ack(p, batches, sync))
+        packed = best_of(args.repeat, lambda p: spool_put_packed(p, batches, sync))
+        ship_packed = best_of(args.repeat, lambda p: spool_peek_ack(p, batches, sync, packed=True))
         results[sync] = {"baseline_insert": base, "put": put, "put_at_bound_drop_oldest": bound,
-                         "peek_and_ack": ship}
+                         "peek_and_ack": ship, "put_packed": packed, "peek_and_ack_packed": ship_packed}
     size = sum(len(b) for _, b in template) / BATCH
     print(f"spool throughput, batches of {BATCH} events of {size:.0f} bytes, {args.batches} batches, "
           f"median of {args.repeat}")
