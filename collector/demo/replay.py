@@ -54,8 +54,10 @@ def replay(site: Site, bank: DemoBank, progress: Progress, timeout: float) -> Co
                 if spec.first is first:
                     written += site.put(spec.name, bank.by_day[day].get(spec.name, []))
             target = written
-            counts = wait_until(site, written, lambda c, t=target: c.stored >= t, deadline,  # type: ignore[misc]
-                                f"day {day + 1} to be stored", draw)
+            # Stored, and acknowledged to the agents: the collector stores a batch before its answer reaches the
+            # shipper, which only then takes it out of the spool.
+            counts = wait_until(site, written, lambda c, t=target: c.stored >= t and c.shipped >= t,  # type: ignore[misc]
+                                deadline, f"day {day + 1} to be stored and acknowledged", draw)
         progress.bar("replay", label, counts, total, line=True)
     counts = wait_until(site, written, lambda c: c.stored >= total and c.evaluated >= c.stored, deadline,
                         "the rules to evaluate every stored event", lambda c: progress.bar("replay", "rules", c,

@@ -116,8 +116,9 @@ def test_a_manager_sees_and_reads_only_their_team(client: TestClient, engine: En
 
 
 def test_the_agents_page_shows_silent_agents_in_red(client: TestClient, engine: Engine) -> None:
-    fresh = NOW - dt.timedelta(minutes=1)
-    stale = NOW - dt.timedelta(hours=2)
+    now = dt.datetime.now(dt.timezone.utc)  # not the module's NOW: the suite may have run for a while since
+    fresh = now - dt.timedelta(minutes=1)
+    stale = now - dt.timedelta(hours=2)
     for agent, at in (("proxy-1", fresh), ("ws-7", stale)):
         EventStore(engine).insert(build_events([{"kind": "agent.heartbeat", "at": at.isoformat(), "source":
                                                  {"type": "agent"}, "payload": {"spool_depth": 42}}]), agent=agent)
