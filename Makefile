@@ -13,11 +13,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(DEMO_STAMP): setup.cfg setup.py pyproject.toml agent/proxy/_framer.c agent/_chain.c | $(PY)
+$(DEMO_STAMP): setup.cfg setup.py pyproject.toml agent/proxy/_framer.c agent/_chain.c agent/_be32.h | $(PY)
 	$(PY) -m pip install --quiet -e '.[agent,collector]'
 	@touch $@
 
-$(STAMP): setup.cfg setup.py pyproject.toml agent/proxy/_framer.c agent/_chain.c | $(PY)
+$(STAMP): setup.cfg setup.py pyproject.toml agent/proxy/_framer.c agent/_chain.c agent/_be32.h | $(PY)
 	$(PY) -m pip install --quiet -e '.[agent,collector,test,bench]'
 	@touch $@ $(DEMO_STAMP)
 

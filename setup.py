@@ -8,6 +8,6 @@ agent.proxy.pgwire and agent.spool use their pure-Python code instead.
 from setuptools import Extension, setup
 
 setup(ext_modules=[
-    Extension("agent.proxy._framer", ["agent/proxy/_framer.c"], optional=True),
-    Extension("agent._chain", ["agent/_chain.c"], libraries=["crypto"], optional=True),
+    Extension("agent.proxy._framer", ["agent/proxy/_framer.c"], depends=["agent/_be32.h"], optional=True),
+    Extension("agent._chain", ["agent/_chain.c"], depends=["agent/_be32.h"], libraries=["crypto"], optional=True),
 ])

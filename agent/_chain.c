@@ -11,25 +11,12 @@
 #include <stdint.h>
 #include <string.h>
 
-static uint32_t
-get_u32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
-}
+#include "_be32.h"
 
 static int
 is_space(unsigned char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-static void
-put_u32(char *p, uint32_t v)
-{
-    p[0] = (char)(v >> 24);
-    p[1] = (char)(v >> 16);
-    p[2] = (char)(v >> 8);
-    p[3] = (char)v;
 }
 
 /* chain_packed(payload, seq, prev) -> (packed, count, head)

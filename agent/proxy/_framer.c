@@ -38,6 +38,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "../_be32.h"
+
 enum { SPEC_NONE = 0, SPEC_BIND = 1, SPEC_QUERY = 2 };
 enum { HELD_CLIENT = 0, HELD_SERVER = 1, HELD_ROWS = 2 };
 
@@ -72,22 +74,6 @@ buf_put(Buf *b, const void *src, Py_ssize_t n)
     memcpy(b->data + b->len, src, n);
     b->len += n;
     return 0;
-}
-
-static void
-put_u32(char *p, uint32_t v)
-{
-    p[0] = (char)(v >> 24);
-    p[1] = (char)(v >> 16);
-    p[2] = (char)(v >> 8);
-    p[3] = (char)v;
-}
-
-static uint32_t
-get_u32(const char *p)
-{
-    const unsigned char *u = (const unsigned char *)p;
-    return ((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) | ((uint32_t)u[2] << 8) | (uint32_t)u[3];
 }
 
 /* Where every lane of a proxy writes its finished events: one buffer in spoolproc's frame item format, taken by
